@@ -1,0 +1,78 @@
+"""Configuration: one class, read from environment variables with safe defaults."""
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+DEV_JWT_SECRET = "saathii-development-secret-not-for-production-use"
+
+
+def _bool(name, default):
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(name, default):
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def database_url(value):
+    """Return a SQLAlchemy URL for DATABASE_URL, rewriting Heroku-style postgres:// URLs."""
+    if not value:
+        return f"sqlite:///{BASE_DIR / 'instance' / 'saathii.db'}"
+    for prefix in ("postgres://", "postgresql://"):
+        if value.startswith(prefix):
+            return "postgresql+psycopg://" + value[len(prefix):]
+    return value
+
+
+def default_env(url):
+    """Production unless running on the embedded SQLite database."""
+    return "development" if url.startswith("sqlite") else "production"
+
+
+class Config:
+    SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
+    SAATHII_ENV = os.environ.get("SAATHII_ENV") or default_env(SQLALCHEMY_DATABASE_URI)
+    JWT_SECRET = os.environ.get("JWT_SECRET") or (
+        DEV_JWT_SECRET if SAATHII_ENV != "production" else None
+    )
+    # Each gevent worker serves many requests at once: give it enough connections.
+    SQLALCHEMY_ENGINE_OPTIONS = {
+        "pool_pre_ping": True,
+        "pool_size": _int("DB_POOL_SIZE", 10),
+        "max_overflow": _int("DB_MAX_OVERFLOW", 20),
+        "pool_timeout": _int("DB_POOL_TIMEOUT_SECONDS", 10),
+    }
+    SQLITE_BUSY_TIMEOUT_MS = _int("SQLITE_BUSY_TIMEOUT_MS", 5000)
+    MAX_CONTENT_LENGTH = 16 * 1024
+    PORT = _int("PORT", 5000)
+    # The public URL prefix is taken from the request; behind a proxy set this so
+    # Link headers point at the public scheme and host.
+    PROXY_FIX = _bool("PROXY_FIX", False)
+    LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    # Real-time feed: Redis relays events between processes; without it they stay in-process.
+    REDIS_URL = os.environ.get("REDIS_URL") or None
+    REDIS_CHANNEL = os.environ.get("REDIS_CHANNEL", "saathii:events")
+    if os.environ.get("RATELIMIT_STORAGE_URI"):
+        RATELIMIT_STORAGE_URI = os.environ["RATELIMIT_STORAGE_URI"]
+    FEED_PING_INTERVAL_SECONDS = _int("FEED_PING_INTERVAL_SECONDS", 25)
+    FEED_MAX_MESSAGE_BYTES = 16 * 1024
+    FEED_EVENT_RETENTION_HOURS = _int("FEED_EVENT_RETENTION_HOURS", 24)
+    # Per-user rate limits (Flask-Limiter syntax); stored in Redis when REDIS_URL is set.
+    RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
+    RATELIMIT_HEARTBEAT = os.environ.get("RATELIMIT_HEARTBEAT", "12 per minute")
+    RATELIMIT_FAVORITE_CHANGES = os.environ.get("RATELIMIT_FAVORITE_CHANGES", "60 per minute")
+    RATELIMIT_PRESENCE_LOOKUPS = os.environ.get("RATELIMIT_PRESENCE_LOOKUPS", "120 per minute")
+    # Keeps this deployment's counters apart from others sharing the Redis.
+    RATELIMIT_KEY_PREFIX = os.environ.get("RATELIMIT_KEY_PREFIX", "saathii")
+    # How long a favorites list's online/available counts may be reused (0: never).
+    FAVORITE_COUNTS_CACHE_SECONDS = _int("FAVORITE_COUNTS_CACHE_SECONDS", 2)
+    # Presence lifecycle: the sweeper job and its timings.
+    SCHEDULER_ENABLED = _bool("SCHEDULER_ENABLED", True)
+    SWEEP_INTERVAL_SECONDS = _int("SWEEP_INTERVAL_SECONDS", 15)
+    PRESENCE_TIMEOUT_SECONDS = _int("PRESENCE_TIMEOUT_SECONDS", 120)
+    BUSY_GRACE_SECONDS = _int("BUSY_GRACE_SECONDS", 300)
+    MIGRATIONS_DIR = BASE_DIR / "migrations"

@@ -1,0 +1,97 @@
+"""Saathii presence and favorites service."""
+import re
+import sqlite3
+from pathlib import Path
+
+from flask import Flask, request
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from config import Config
+
+from . import events, limits, realtime, scheduler
+from .errors import bad_request, register_error_handlers
+from .extensions import db, migrate, sock
+from .logs import configure_logging
+
+MIN_SECRET_BYTES = 32
+
+
+def check_config(config):
+    """Refuse to start with settings that are unsafe in production."""
+    secret = config.get("JWT_SECRET") or ""
+    if config["SAATHII_ENV"] == "production" and len(secret.encode()) < MIN_SECRET_BYTES:
+        raise RuntimeError(
+            "JWT_SECRET must be set to at least 32 bytes in production "
+            "(set SAATHII_ENV=development for a local demo)")
+    if not secret:
+        raise RuntimeError("JWT_SECRET is empty")
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, connection_record):
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+def _prepare_database(config):
+    """SQLite: make its folder and set the busy timeout."""
+    url = config["SQLALCHEMY_DATABASE_URI"]
+    if not url.startswith("sqlite"):
+        return
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    options = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    options["connect_args"] = {
+        **options.get("connect_args", {}), "timeout": config["SQLITE_BUSY_TIMEOUT_MS"] / 1000}
+    config["SQLALCHEMY_ENGINE_OPTIONS"] = options
+
+
+HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
+
+
+def check_host():
+    """Refuse a malformed Host header: it would end up in the Link headers we write."""
+    if not HOST.fullmatch(request.host):
+        raise bad_request("Invalid Host header")
+
+
+def create_app(config_class=Config):
+    """Build the Flask application."""
+    app = Flask(__name__, instance_relative_config=False)
+    app.config.from_object(config_class)
+    check_config(app.config)
+    app.config["SOCK_SERVER_OPTIONS"] = {
+        "ping_interval": app.config["FEED_PING_INTERVAL_SECONDS"],
+        "max_message_size": app.config["FEED_MAX_MESSAGE_BYTES"],
+    }
+    app.json.sort_keys = False
+    configure_logging(app.config.get("LOG_LEVEL", "INFO"))
+    _prepare_database(app.config)
+    if app.config.get("PROXY_FIX"):
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(app.config["MIGRATIONS_DIR"]))
+    sock.init_app(app)
+    limits.init_app(app)
+    events.init_app(app)
+    realtime.init_app(app)
+    scheduler.init_app(app)
+    register_error_handlers(app)
+    app.before_request(check_host)
+
+    from .api import docs, favorites, feed, presence
+    app.register_blueprint(favorites.bp)
+    app.register_blueprint(feed.bp)
+    app.register_blueprint(presence.bp)
+    app.register_blueprint(docs.bp)
+
+    from .cli import demo, users
+    app.cli.add_command(users.users)
+    app.cli.add_command(demo.demo)
+    return app

@@ -1,0 +1,87 @@
+"""Favorites endpoints: add, remove, check and list a user's favorite listeners."""
+from flask import Blueprint
+
+from ..auth import current_user, require_user
+from ..domain import favorites
+from ..extensions import db
+from ..limits import favorite_changes_limit
+from ..pagination import cursor_links, page_links
+from ..schemas import (
+    CURSOR_PARAMS, favorite_action_schema, favorite_request_schema,
+    favorites_query_schema,
+)
+from . import json_body, path_id, query_args
+
+bp = Blueprint("favorites", __name__, url_prefix="/favorites")
+bp.before_request(require_user)
+
+DEFAULT_PER_PAGE = 20
+
+
+def _action(listener, is_favorited, message):
+    return favorite_action_schema.dump({
+        "success": True, "message": message, "listener_id": listener.id,
+        "is_favorited": is_favorited,
+    })
+
+
+@bp.post("/add")
+@favorite_changes_limit
+def add():
+    """Add a listener to the caller's favorites."""
+    listener_id = json_body(favorite_request_schema)["listener_id"]
+    listener, created = favorites.add_favorite(current_user(), listener_id)
+    db.session.commit()
+    message = (f"Successfully added {listener.username} to favorites" if created
+               else f"Already favorited {listener.username}")
+    return _action(listener, True, message)
+
+
+@bp.delete("/remove")
+@favorite_changes_limit
+def remove():
+    """Remove a listener from the caller's favorites."""
+    listener_id = json_body(favorite_request_schema)["listener_id"]
+    listener, removed = favorites.remove_favorite(current_user(), listener_id)
+    db.session.commit()
+    message = (f"Successfully removed {listener.username} from favorites" if removed
+               else f"{listener.username} was not in favorites")
+    return _action(listener, False, message)
+
+
+@bp.get("/check/<listener_id>")
+def check(listener_id):
+    """Tell whether a listener is in the caller's favorites."""
+    listener, found = favorites.is_favorited(current_user(), path_id(listener_id, "listener_id"))
+    where = "in" if found else "not in"
+    return _action(listener, found, f"{listener.username} is {where} favorites")
+
+
+@bp.get("")
+def index():
+    """The caller's favorites, newest first, by page number or by cursor."""
+    args = query_args(favorites_query_schema)
+    filters = {name: args[name] for name in ("online_only", "available_only")}
+    base = {name: "true" for name, on in filters.items() if on}
+    if "page" in args or "per_page" in args:
+        page, per_page = args.get("page", 1), args.get("per_page", DEFAULT_PER_PAGE)
+        result = favorites.favorites_page(current_user(), page, per_page, **filters)
+        link = page_links(base, page, per_page, result.total_count, result.has_next)
+    else:
+        # No page number: the head of the list, linked by cursor so a client that
+        # follows Link headers never skips or repeats a favorite.
+        page, per_page = None, args.get("limit", DEFAULT_PER_PAGE)
+        cursor = {name: args[name] for name in CURSOR_PARAMS[1:] if name in args}
+        result = favorites.favorites_by_cursor(current_user(), per_page, **cursor, **filters)
+        link = cursor_links(base, per_page, result.items, result.has_next, args)
+        if not cursor:
+            page = 1
+    # Items come ready to serialise; the response schema documents them (see openapi.py).
+    body = {
+        "favorites": result.items, "total_count": result.total_count,
+        "online_count": result.online_count, "available_count": result.available_count,
+        "page": page, "per_page": per_page, "has_next": result.has_next,
+        "has_previous": result.has_previous,
+    }
+    return body, 200, {"Link": link}
+

@@ -1,0 +1,66 @@
+"""Presence endpoints: the caller's own status and heartbeat, and other users' presence.
+
+The Presence & Status API's paths live under /both/status; its mobile client's paths
+under /users/me. Both are served.
+"""
+from flask import Blueprint, g
+
+from ..auth import checks_user_itself, current_user, require_user
+from ..domain import presence
+from ..extensions import db
+from ..limits import heartbeat_limit, presence_lookups_limit
+from ..schemas import (
+    message_schema, status_schema,
+    status_update_schema, user_ids_query_schema,
+)
+from . import json_body, path_id, query_args
+
+bp = Blueprint("presence", __name__)
+HEARTBEAT_RECEIVED = message_schema.dump({"message": "Heartbeat received"})
+bp.before_request(require_user)
+
+
+@bp.get("/both/status/me")
+@bp.get("/users/me/status")
+def my_status():
+    """The caller's own status."""
+    status = presence.status_of(current_user().id)
+    db.session.commit()  # keeps the row if it had to be created
+    return status_schema.dump(status)
+
+
+@bp.post("/both/status/heartbeat")
+@bp.post("/users/me/heartbeat")
+@heartbeat_limit
+@checks_user_itself
+def heartbeat():
+    """Mark the caller online and seen now."""
+    if not presence.beat(g.user_id):
+        presence.heartbeat(current_user().id)
+    db.session.commit()
+    return HEARTBEAT_RECEIVED
+
+
+@bp.put("/both/status/me")
+@bp.put("/users/me/status")
+def update_my_status():
+    """Change the caller's online, busy or wait_time state."""
+    changes = json_body(status_update_schema)
+    status = presence.update_status(current_user().id, changes)
+    db.session.commit()
+    return status_schema.dump(status)
+
+
+@bp.get("/users/<user_id>/presence")
+@presence_lookups_limit
+def user_presence(user_id):
+    """One user's presence."""
+    return presence.presence_for(path_id(user_id, "user_id"))
+
+
+@bp.get("/users/presence")
+@presence_lookups_limit
+def batch_presence():
+    """Presence of up to 100 users, ordered by user id; unknown ids are left out."""
+    user_ids = presence.parse_user_ids(query_args(user_ids_query_schema)["user_ids"])
+    return presence.presence_batch(user_ids)

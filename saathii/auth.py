@@ -1,0 +1,150 @@
+"""Bearer-token authentication: HS256 access tokens minted by the Saathii auth service."""
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import jwt
+import sqlalchemy as sa
+from flask import current_app, g, request
+
+from .errors import unauthorized
+from .extensions import db
+from .models import User
+
+ALGORITHMS = ["HS256"]
+MAX_ID = 2**63 - 1
+
+
+def _user_id_from(claims):
+    """Return the user id a token names (sub as a string, or user_id as an int)."""
+    sub = claims.get("sub")
+    if isinstance(sub, str) and sub.isascii() and sub.isdigit():
+        user_id = int(sub)
+    elif sub is None and type(claims.get("user_id")) is int:
+        user_id = claims["user_id"]
+    else:
+        return None
+    return user_id if 0 < user_id <= MAX_ID else None
+
+
+def decode_token(token, secret=None):
+    """Return the claims of a valid access token, or None."""
+    if not token:
+        return None
+    try:
+        claims = jwt.decode(
+            token, secret or current_app.config["JWT_SECRET"], algorithms=ALGORITHMS,
+            options={"require": ["exp"]},
+        )
+    except jwt.PyJWTError:
+        return None
+    if claims.get("type", "access") != "access":
+        return None
+    return claims
+
+
+# Valid tokens already checked, by (secret, token): (user id, expiry). A client sends the
+# same token on every call, so its signature is checked once, not on every heartbeat.
+_verified = {}
+MAX_VERIFIED = 100_000
+
+
+def _verified_user_id(token):
+    secret = current_app.config["JWT_SECRET"]
+    known = _verified.get((secret, token))
+    if known is not None:
+        user_id, expires = known
+        if time.time() < expires:
+            return user_id
+        del _verified[(secret, token)]
+        return None
+    claims = decode_token(token, secret)
+    user_id = _user_id_from(claims) if claims else None
+    if user_id is not None and isinstance(claims.get("exp"), (int, float)):
+        if len(_verified) >= MAX_VERIFIED:
+            _verified.clear()
+        _verified[(secret, token)] = (user_id, claims["exp"])
+    return user_id
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated user of a request: what the views and rules need of them."""
+
+    id: int
+    username: str
+    role: str
+    favorites_version: int = 0
+
+    @property
+    def is_listener(self):
+        return self.role == "listener"
+
+
+def user_id_for_token(token):
+    """Return the user id a valid access token names, or None (the user is not checked)."""
+    return _verified_user_id(token) if token else None
+
+
+def active_caller(user_id):
+    """Return the Caller for an active user id, or None."""
+    row = db.session.execute(
+        sa.select(User.id, User.username, User.role, User.favorites_version)
+        .where(User.id == user_id, User.is_active == sa.true())
+    ).first()
+    return Caller(*row) if row is not None else None
+
+
+def user_for_token(token):
+    """Return the active user a token belongs to, or None."""
+    user_id = user_id_for_token(token)
+    return active_caller(user_id) if user_id is not None else None
+
+
+def bearer_token():
+    """Return the token of an `Authorization: Bearer` header, or None."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def checks_user_itself(view):
+    """Mark a view that checks the caller's account in its own query (a hot path), so
+    require_user only verifies the token; the view calls current_user() when it must."""
+    view.checks_user_itself = True
+    return view
+
+
+def require_user():
+    """before_request hook: authenticate the caller or answer 401."""
+    if request.method == "OPTIONS":
+        return
+    user_id = user_id_for_token(bearer_token())
+    if user_id is None:
+        raise unauthorized()
+    g.user_id = user_id
+    view = current_app.view_functions.get(request.endpoint)
+    if not getattr(view, "checks_user_itself", False):
+        current_user()
+
+
+def current_user():
+    """The authenticated, active user of this request (401 if the account is gone)."""
+    if "user" not in g:
+        caller = active_caller(g.user_id)
+        if caller is None:
+            raise unauthorized()
+        g.user = caller
+    return g.user
+
+
+def create_access_token(user_id, expires_in=3600):
+    """Mint an access token the way the Saathii auth service does."""
+    # Real time, not the service clock: PyJWT checks exp and iat against real time.
+    now = datetime.now(timezone.utc)
+    claims = {
+        "sub": str(user_id),
+        "type": "access",
+        "iat": now,
+        "exp": now + timedelta(seconds=expires_in),
+    }
+    return jwt.encode(claims, current_app.config["JWT_SECRET"], algorithm="HS256")

@@ -1,0 +1,1 @@
+"""The service's own admin commands (flask --app wsgi ...)."""

@@ -1,0 +1,174 @@
+"""Presence: who is online, busy or available, and the one place that changes it."""
+import sqlalchemy as sa
+from sqlalchemy.orm import joinedload
+from sqlalchemy.orm.exc import StaleDataError
+
+from ..clock import clock, isoformat
+from ..errors import APIError, bad_request, not_found
+from ..fields import is_id
+from ..events import Event, emit
+from ..extensions import db
+from ..models import User, UserStatus
+
+MAX_BATCH = 100
+MAX_ATTEMPTS = 5
+WAIT_TIME_NEEDS_BUSY = "wait_time can only be set while busy"
+
+
+def presence_of(status):
+    """The public presence of a user, as other users see it."""
+    return _presence(status.user_id, status.user.username, status.is_online, status.is_busy,
+                     status.wait_time, status.last_seen)
+
+
+def _presence(user_id, username, is_online, is_busy, wait_time, last_seen):
+    return {
+        "user_id": user_id,
+        "username": username,
+        "is_online": bool(is_online),
+        "is_busy": bool(is_busy),
+        "wait_time": wait_time,
+        "is_available": bool(is_online and not is_busy),
+        "last_seen": isoformat(last_seen),
+    }
+
+
+def _event_type(status, was_online, was_busy):
+    if not status.user.is_listener:
+        return "presence_update"
+    if not status.is_online:
+        return "listener_offline"
+    if status.is_busy:
+        return "listener_busy"
+    return "listener_available" if was_online and was_busy else "listener_online"
+
+
+def change_status(status, is_online=None, is_busy=None, wait_time=..., seen=False):
+    """Apply a presence change, keep its rules, and emit one event if the state changed.
+
+    Every change of presence, from any source, goes through here.
+    """
+    now = clock.now()
+    before = (status.is_online, status.is_busy, status.wait_time)
+    online = status.is_online if is_online is None else is_online
+    busy = status.is_busy if is_busy is None else is_busy
+    wait = status.wait_time if wait_time is ... else wait_time
+    if not online:
+        busy = False  # going offline ends busy
+    if not busy:
+        wait = None  # ending busy clears wait_time
+    if busy and not status.is_busy:
+        status.busy_since = now
+    elif not busy:
+        status.busy_since = None
+    status.is_online, status.is_busy, status.wait_time = online, busy, wait
+    if seen:
+        status.last_seen = now
+    if (online, busy, wait) != before:
+        status.updated_at = now
+        emit(Event(_event_type(status, before[0], before[1]), presence_of(status),
+                   subject_id=status.user_id, timestamp=now))
+    elif seen:
+        status.updated_at = now
+    return status
+
+
+def heartbeat(user_id):
+    """The user is here: online now, last seen now."""
+    return _apply(user_id, lambda status: change_status(status, is_online=True, seen=True))
+
+
+def beat(user_id):
+    """The common heartbeat, of an active user already online, as one statement: it
+    changes no state, so it sends no event. Returns False when it did not apply (user
+    offline, unknown or inactive): then heartbeat() must run."""
+    now = clock.now()
+    active = sa.exists().where(User.id == user_id, User.is_active == sa.true())
+    result = db.session.execute(
+        sa.update(UserStatus)
+        .where(UserStatus.user_id == user_id, UserStatus.is_online == sa.true(), active)
+        # The version moves too, so a sweep that read the old last_seen cannot apply.
+        .values(last_seen=now, updated_at=now, version=UserStatus.version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def update_status(user_id, changes):
+    """Apply a client's status update (any of is_online, is_busy, wait_time)."""
+    if not changes:
+        raise bad_request("No status fields to update")
+    is_online, is_busy = changes.get("is_online"), changes.get("is_busy")
+    # Updates that contradict themselves (the OpenAPI schema forbids them too).
+    if is_online is False and is_busy:
+        raise bad_request("A user who is offline cannot be busy")
+    if changes.get("wait_time") is not None and (is_busy is False or is_online is False):
+        raise bad_request(WAIT_TIME_NEEDS_BUSY)
+    return _apply(user_id, lambda status: _update(status, changes))
+
+
+def _update(status, changes):
+    is_online, is_busy = changes.get("is_online"), changes.get("is_busy")
+    if is_busy and is_online is None:
+        is_online = True  # going busy means being in the app
+    ends_busy = is_busy is False or is_online is False
+    stays_busy = is_busy or (status.is_busy and not ends_busy)
+    if changes.get("wait_time") is not None and not stays_busy:
+        # A fine request, but not for a user who is not busy now.
+        raise APIError(409, WAIT_TIME_NEEDS_BUSY)
+    return change_status(status, is_online=is_online, is_busy=is_busy,
+                         wait_time=changes.get("wait_time", ...), seen=True)
+
+
+def _apply(user_id, change):
+    """Run a change on the freshest status row; redo it if another writer got there first."""
+    for _attempt in range(MAX_ATTEMPTS):
+        try:
+            status = status_of(user_id)
+            change(status)
+            db.session.flush()
+            return status
+        except StaleDataError:
+            db.session.rollback()
+    raise APIError(409, "The status changed concurrently; try again")
+
+
+def status_of(user_id):
+    """The user's own status row, read afresh (created, offline, if it is missing)."""
+    status = db.session.get(UserStatus, user_id, populate_existing=True,
+                            options=[joinedload(UserStatus.user)])
+    if status is None:
+        status = UserStatus(user_id=user_id, is_online=False, is_busy=False)
+        db.session.add(status)
+        db.session.flush()
+    return status
+
+
+def presence_for(user_id):
+    """The presence of one user, or 404."""
+    status = db.session.get(UserStatus, user_id)
+    if status is None or not status.user.is_active:
+        raise not_found("User status not found")
+    return presence_of(status)
+
+
+def parse_user_ids(raw):
+    """Parse a comma-separated list of user ids, as the batch look-up takes it."""
+    parts = [part.strip() for part in (raw or "").split(",")]
+    if not all(is_id(part) for part in parts):
+        raise bad_request("Invalid user IDs format")
+    if len(parts) > MAX_BATCH:
+        raise bad_request("Too many user IDs requested")
+    return sorted({int(part) for part in parts})
+
+
+def presence_batch(user_ids):
+    """Presence of the known users among user_ids, ordered by user id, in one query."""
+    rows = db.session.execute(
+        sa.select(UserStatus.user_id, User.username, UserStatus.is_online, UserStatus.is_busy,
+                  UserStatus.wait_time, UserStatus.last_seen)
+        .join(User, User.id == UserStatus.user_id)
+        .where(UserStatus.user_id.in_(user_ids), User.is_active == sa.true())
+        .order_by(UserStatus.user_id)
+    )
+    return [_presence(*row) for row in rows]

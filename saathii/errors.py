@@ -1,0 +1,111 @@
+"""Every JSON error the service sends is built here."""
+import logging
+
+from flask import jsonify
+from marshmallow import ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import WebsocketMismatch
+
+log = logging.getLogger(__name__)
+
+HTTP_DETAILS = {
+    400: "Bad request",
+    401: "Invalid or expired token",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request body too large (the limit is 16 KiB)",
+    415: "Content-Type must be application/json",
+    429: "Too many requests",
+}
+
+
+class APIError(Exception):
+    """An error answered as JSON: {"detail": ..., "errors"?: {...}}."""
+
+    def __init__(self, status, detail, errors=None, headers=None):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers or {}
+
+
+def bad_request(detail, errors=None):
+    """Return a 400 APIError."""
+    return APIError(400, detail, errors)
+
+
+def not_found(detail):
+    """Return a 404 APIError."""
+    return APIError(404, detail)
+
+
+def unauthorized():
+    """Return the one 401 every authentication failure gets."""
+    return APIError(401, "Invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
+
+
+def validation_error(err):
+    """Turn a marshmallow ValidationError into a 400 naming each field and why."""
+    messages = err.messages if isinstance(err.messages, dict) else {"_schema": err.messages}
+    parts = []
+    for field, problems in messages.items():
+        text = problems[0] if isinstance(problems, list) and problems else problems
+        if isinstance(text, dict):
+            text = "invalid value"
+        text = str(text).rstrip(".")
+        parts.append(f"{field}: {text}" if field != "_schema" else text)
+    return APIError(400, "; ".join(parts) or "Invalid input", errors=messages)
+
+
+def error_response(status, detail, errors=None, headers=None):
+    """Build the JSON response for an error."""
+    body = {"detail": detail}
+    if errors:
+        body["errors"] = errors
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def register_error_handlers(app):
+    """Answer every error, expected or not, as JSON."""
+
+    @app.errorhandler(APIError)
+    def handle_api_error(err):
+        return error_response(err.status, err.detail, err.errors, err.headers)
+
+    @app.errorhandler(ValidationError)
+    def handle_validation_error(err):
+        return handle_api_error(validation_error(err))
+
+    @app.errorhandler(HTTPException)
+    def handle_http_exception(err):
+        detail = HTTP_DETAILS.get(err.code) or err.name
+        if isinstance(err, WebsocketMismatch):
+            detail = "This endpoint needs a WebSocket upgrade"
+        headers = {}
+        if err.code == 405 and err.valid_methods:
+            headers["Allow"] = ", ".join(sorted(err.valid_methods))
+        if err.code == 429 and getattr(err, "retry_after", None):
+            headers["Retry-After"] = str(err.retry_after)
+        return error_response(err.code, detail, headers=headers)
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(DBAPIError)
+    def handle_database_error(err):
+        if isinstance(err, OperationalError) or getattr(err, "connection_invalidated", False):
+            log.error("database unavailable: %s", err.__class__.__name__)
+            return error_response(503, "Service temporarily unavailable, try again shortly",
+                                  headers={"Retry-After": "5"})
+        log.exception("database error")
+        return error_response(500, "Internal server error")
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(err):
+        log.exception("unhandled error")
+        return error_response(500, "Internal server error")

@@ -1,0 +1,131 @@
+"""Domain events: queued with the database change, published once it commits."""
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy import event as sa_event
+
+from .clock import clock, isoformat
+from .extensions import db
+from .models import FeedEvent
+
+PENDING_KEY = "saathii_pending_events"
+PRESENCE_TYPES = frozenset({
+    "listener_online", "listener_offline", "listener_busy", "listener_available",
+    "presence_update",
+})
+FAVORITE_TYPES = frozenset({"favorite_added", "favorite_removed"})
+
+
+@dataclass
+class Event:
+    """Something that happened: a favorite change or a presence change."""
+
+    type: str
+    data: dict
+    # Whose presence changed (presence events) or who was favorited (favorite events).
+    subject_id: int
+    timestamp: datetime = field(default_factory=clock.now)
+    # Set for events stored for replay (favorite events).
+    id: int | None = None
+
+    @property
+    def is_presence(self):
+        return self.type in PRESENCE_TYPES
+
+    def envelope(self):
+        """The message a client receives."""
+        message = {"type": self.type, "data": jsonable(self.data),
+                   "timestamp": isoformat(self.timestamp)}
+        if self.id is not None:
+            message["id"] = self.id
+        return message
+
+    def to_json(self):
+        """Serialise for another process."""
+        return {"type": self.type, "data": jsonable(self.data), "subject_id": self.subject_id,
+                "timestamp": isoformat(self.timestamp), "id": self.id}
+
+    @classmethod
+    def from_json(cls, raw):
+        """The inverse of to_json."""
+        return cls(type=raw["type"], data=raw["data"], subject_id=raw["subject_id"],
+                   timestamp=datetime.fromisoformat(raw["timestamp"].replace("Z", "+00:00")),
+                   id=raw.get("id"))
+
+
+def jsonable(data):
+    """Event data with datetimes written as ISO 8601 UTC strings."""
+    return {key: isoformat(value) if isinstance(value, datetime) else value
+            for key, value in data.items()}
+
+
+class EventBus:
+    """Delivers published events to in-process subscribers."""
+
+    def __init__(self):
+        self.subscribers = []
+
+    def subscribe(self, callback):
+        """Call callback(event) for every event published from now on."""
+        self.subscribers.append(callback)
+        return lambda: self.subscribers.remove(callback)
+
+    def publish(self, event):
+        """Deliver an event to every subscriber."""
+        for callback in list(self.subscribers):
+            callback(event)
+
+
+def init_app(app):
+    """Give the app its event bus."""
+    app.extensions["saathii_events"] = EventBus()
+
+
+def bus():
+    """The current app's event bus."""
+    return current_app.extensions["saathii_events"]
+
+
+def emit(event, store=False):
+    """Queue an event; it is published when the current transaction commits.
+
+    A stored event is also written, in the same transaction, for replay to its recipient.
+    """
+    if store:
+        row = FeedEvent(user_id=event.subject_id, type=event.type,
+                        data=jsonable(event.data), created_at=event.timestamp)
+        db.session.add(row)
+        db.session.flush()
+        event.id = row.id
+    db.session.info.setdefault(PENDING_KEY, []).append(event)
+
+
+def stored_events(user_id, after_id):
+    """The stored events for a user after an event id, oldest first."""
+    rows = db.session.scalars(
+        sa.select(FeedEvent).where(FeedEvent.user_id == user_id, FeedEvent.id > after_id)
+        .order_by(FeedEvent.id)
+    )
+    return [Event(type=row.type, data=row.data, subject_id=row.user_id,
+                  timestamp=row.created_at, id=row.id) for row in rows]
+
+
+def prune_stored_events(older_than):
+    """Delete stored events created before a time; return how many."""
+    result = db.session.execute(sa.delete(FeedEvent).where(FeedEvent.created_at < older_than))
+    return result.rowcount
+
+
+@sa_event.listens_for(db.session, "after_commit")
+def _publish_pending(session):
+    pending = session.info.pop(PENDING_KEY, [])
+    for queued in pending:
+        bus().publish(queued)
+
+
+@sa_event.listens_for(db.session, "after_soft_rollback")
+def _drop_pending(session, previous_transaction):
+    if previous_transaction.parent is None:
+        session.info.pop(PENDING_KEY, None)

@@ -1,0 +1,112 @@
+"""One feed socket from connect to close: greeting, replay, live events, client messages."""
+import logging
+import threading
+
+import sqlalchemy as sa
+
+from ..domain import presence
+from ..events import stored_events
+from ..extensions import db
+from ..errors import APIError
+from ..models import Favorite
+from . import messages
+from .hub import Connection, message
+
+log = logging.getLogger(__name__)
+
+
+class LockedSocket:
+    """A socket whose sends are whole and never interleave between threads."""
+
+    def __init__(self, sock):
+        self._sock = sock
+        self._lock = threading.Lock()
+
+    def send(self, data):
+        with self._lock:
+            self._sock.sendall(data)
+        return len(data)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def favorite_listener_ids(user_id):
+    """The listeners a user has favorited."""
+    return db.session.scalars(sa.select(Favorite.listener_id).where(Favorite.user_id == user_id))
+
+
+class FeedSession:
+    """Serves one authenticated feed socket."""
+
+    def __init__(self, ws, user_id, since, realtime):
+        ws.sock = LockedSocket(ws.sock)
+        self.ws = ws
+        self.connection = Connection(ws, user_id)
+        self.since = since
+        self.realtime = realtime
+
+    def run(self):
+        """Greet, replay, then serve until the socket closes."""
+        connection, hub = self.connection, self.realtime.hub
+        self.realtime.listen()
+        connection.favorites = set(favorite_listener_ids(connection.user_id))
+        # Registered before the replay is read, so nothing published meanwhile is missed;
+        # the writer drops live copies of events the replay already sent.
+        hub.add(connection)
+        try:
+            connection.send_now(message("connection_established",
+                                        {"user_id": connection.user_id}))
+            if self.since is not None:
+                connection.last_replayed_id = self.since
+                for event in stored_events(connection.user_id, self.since):
+                    connection.send_now(event.envelope())
+                    connection.last_replayed_id = event.id
+            db.session.close()  # hold no database connection while idle
+            writer = threading.Thread(target=connection.write_loop, daemon=True,
+                                      name=f"saathii-feed-writer-{connection.user_id}")
+            writer.start()
+            while not connection.closed:
+                raw = self.ws.receive()
+                if raw is None:
+                    break
+                self.handle(raw)
+        finally:
+            hub.remove(connection)
+            connection.close()
+            db.session.remove()
+
+    def handle(self, raw):
+        """Answer one client message."""
+        connection, hub = self.connection, self.realtime.hub
+        try:
+            msg = messages.parse(raw)
+        except ValueError as err:
+            connection.deliver(message("error", {"code": "INVALID_MESSAGE", "message": str(err)}))
+            return
+        if msg["type"] == "ping":
+            self.heartbeat()
+            connection.deliver(message("pong", {}))
+            return
+        subscribing = msg["type"] == "subscribe"
+        if "subscription" in msg:
+            hub.set_feed(connection, subscribing)
+        elif subscribing:
+            hub.set_watched(connection, subscribed=msg["user_ids"])
+        else:
+            remaining = connection.subscribed - set(msg.get("user_ids", connection.subscribed))
+            hub.set_watched(connection, subscribed=remaining)
+        connection.deliver(message("subscription_confirmed", {
+            "user_ids": sorted(connection.subscribed), "feed": connection.feed}))
+
+    def heartbeat(self):
+        """A client ping counts as a presence heartbeat."""
+        try:
+            presence.heartbeat(self.connection.user_id)
+            db.session.commit()
+        except (sa.exc.SQLAlchemyError, APIError):
+            db.session.rollback()
+            log.warning("feed ping could not record a heartbeat for user %s",
+                        self.connection.user_id, exc_info=True)
+        finally:
+            db.session.close()

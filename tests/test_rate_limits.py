@@ -1,0 +1,73 @@
+"""Per-user rate limits: 429 JSON with Retry-After past the limit, per user, off by switch."""
+import uuid
+
+import pytest
+
+from saathii import create_app
+
+from .conftest import rest
+
+
+@pytest.fixture
+def limited(app, config):
+    """A client of an app with small limits, on the same database as `app`."""
+
+    class Limited(config):
+        RATELIMIT_ENABLED = True
+        RATELIMIT_HEARTBEAT = "3 per minute"
+        RATELIMIT_FAVORITE_CHANGES = "2 per minute"
+        RATELIMIT_PRESENCE_LOOKUPS = "2 per minute"
+
+    return create_app(Limited).test_client()
+
+
+def assert_limited(response):
+    assert response.status_code == 429
+    assert response.json == {"detail": "Too many requests"}
+    assert int(response.headers["Retry-After"]) > 0
+
+
+def test_heartbeats_are_limited_per_user_across_both_paths(limited, listener, customer):
+    client = limited
+    beat = lambda who, path: client.post(path, headers=who.headers)  # noqa: E731
+    assert beat(listener, "/both/status/heartbeat").status_code == 200
+    assert beat(listener, "/users/me/heartbeat").status_code == 200
+    assert beat(listener, "/both/status/heartbeat").status_code == 200
+    assert_limited(beat(listener, "/users/me/heartbeat"))
+    assert beat(customer, "/both/status/heartbeat").status_code == 200  # another user
+    assert client.get("/both/status/me", headers=listener.headers).status_code == 200
+
+
+def test_favorite_changes_are_limited(limited, customer, listener):
+    client = limited
+    body = {"listener_id": listener.id}
+    assert client.post("/favorites/add", json=body, headers=customer.headers).status_code == 200
+    assert client.delete("/favorites/remove", json=body,
+                         headers=customer.headers).status_code == 200
+    assert_limited(client.post("/favorites/add", json=body, headers=customer.headers))
+    listed = client.get("/favorites", headers=customer.headers)
+    assert listed.status_code == 200 and listed.json["total_count"] == 0  # nothing applied
+
+
+def test_presence_lookups_are_limited(limited, customer, listener):
+    client = limited
+    assert client.get(f"/users/{listener.id}/presence",
+                      headers=customer.headers).status_code == 200
+    assert client.get(f"/users/presence?user_ids={listener.id}",
+                      headers=customer.headers).status_code == 200
+    assert_limited(client.get(f"/users/{listener.id}/presence", headers=customer.headers))
+
+
+def test_limits_can_be_switched_off(app, client, listener):
+    for _ in range(20):
+        assert client.post("/both/status/heartbeat", headers=listener.headers).status_code == 200
+
+
+def test_the_limit_holds_across_processes_with_redis(web_process, listener):
+    settings = {"RATELIMIT_ENABLED": "true", "RATELIMIT_HEARTBEAT": "4 per minute",
+                "RATELIMIT_KEY_PREFIX": f"test-{uuid.uuid4().hex}"}
+    server_a, server_b = web_process(**settings), web_process(**settings)
+    codes = [rest(server, "POST", "/both/status/heartbeat", listener)
+             for server in (server_a, server_b, server_a, server_b, server_a)]
+    assert [status for status, _ in codes] == [200, 200, 200, 200, 429]
+    assert codes[-1][1] == {"detail": "Too many requests"}

@@ -1,0 +1,3 @@
+from saathii import create_app
+
+app = create_app()
