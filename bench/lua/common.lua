@@ -1,0 +1,24 @@
+-- Shared by the bench's wrk scripts: request formatting and a machine-readable summary.
+local common = {}
+
+function common.format(method, path, token, body)
+  local headers = {Host = wrk.headers["Host"]}
+  if token ~= "" then headers["Authorization"] = "Bearer " .. token end
+  if body ~= "" then headers["Content-Type"] = "application/json" end
+  return wrk.format(method, path, headers, body)
+end
+
+-- One JSON line after wrk's own report: counts, errors and latency percentiles (us).
+function common.done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_RESULT {"requests": %d, "duration_us": %d, "bytes": %d, ' ..
+    '"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d, ' ..
+    '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d, "mean_us": %.1f}\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max, latency.mean))
+end
+
+return common

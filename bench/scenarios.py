@@ -1,0 +1,192 @@
+"""The HTTP scenarios: their request files, a correctness probe each, and wrk runs."""
+import http.client
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import psycopg
+
+from common import BENCH, BenchError, log, token
+
+LUA = os.path.join(BENCH, "lua")
+
+
+@dataclass
+class Scenario:
+    """One HTTP scenario: what it sends and the throughput it should reach."""
+
+    name: str
+    title: str
+    script: str       # rotate.lua or pairs.lua
+    target: float     # minimum ratio
+    versus: str = "floor"  # the ratio is to the floor, or to another scenario
+    unit: str = "requests"
+
+
+SCENARIOS = [
+    Scenario("floor", "floor: bare Flask app returning {}", "rotate.lua", 0),
+    Scenario("heartbeat", "POST /both/status/heartbeat, distinct online users",
+             "rotate.lua", 0.70),
+    Scenario("favorites_page", "GET /favorites page 1 (per_page 20), 1,000-favorite customer",
+             "rotate.lua", 0.50),
+    Scenario("favorites_cursor", "GET /favorites?limit=20&max_id= near the end of that list",
+             "rotate.lua", 0.95, versus="favorites_page"),
+    Scenario("presence_batch", "GET /users/presence with 100 ids, varied ids and callers",
+             "rotate.lua", 0.50),
+    Scenario("favorites_add_remove", "POST /favorites/add then DELETE /favorites/remove",
+             "pairs.lua", 0.40, unit="requests (2 per add/remove pair)"),
+]
+BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
+
+
+def _line(method, path, tok="", body=""):
+    return f"{method}\t{path}\t{tok}\t{body}"
+
+
+def request_lines(data, rng):
+    """The request file lines of every scenario for a seeded Dataset."""
+    users = data.sizes["users"]
+    everyone = range(1, users + 1)
+    heavy = token(data.heavy_id)
+    oldest = data.heavy_favorite_ids[20:60] or data.heavy_favorite_ids[-1:]
+    callers = rng.sample(everyone, min(5000, users))
+    presence = [_line("GET", "/users/presence?user_ids="
+                      + ",".join(map(str, rng.sample(everyone, 100))), token(caller))
+                for caller in callers]
+    customers = data.free_customer_ids[:20_000]
+    pairs = [f"{token(c)}\t{rng.choice(data.listener_ids)}" for c in customers]
+    return {
+        "floor": [_line("GET", "/", token(u)) for u in rng.sample(everyone, min(5000, users))],
+        "heartbeat": [_line("POST", "/both/status/heartbeat", token(u))
+                      for u in data.listener_ids[:10_000]],
+        "favorites_page": [_line("GET", "/favorites?page=1&per_page=20", heavy)],
+        "favorites_cursor": [_line("GET", f"/favorites?limit=20&max_id={fid}", heavy)
+                             for fid in oldest],
+        "presence_batch": presence,
+        "favorites_add_remove": pairs,
+    }
+
+
+def write_request_files(lines, folder):
+    """Write each scenario's lines to folder/NAME.tsv; return {name: path}."""
+    os.makedirs(folder, exist_ok=True)
+    paths = {}
+    for name, rows in lines.items():
+        paths[name] = os.path.join(folder, f"{name}.tsv")
+        with open(paths[name], "w") as file:
+            file.write("\n".join(rows) + "\n")
+    return paths
+
+
+def _send(port, method, path, tok, body=""):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Authorization": f"Bearer {tok}"} if tok else {}
+    if body:
+        headers["Content-Type"] = "application/json"
+    conn.request(method, path, body=body or None, headers=headers)
+    response = conn.getresponse()
+    payload = response.read()
+    conn.close()
+    if response.status != 200:
+        raise BenchError(f"{method} {path} answered {response.status}: {payload[:300]!r}")
+    return json.loads(payload)
+
+
+def probe(name, port, path_of_file, data):
+    """Send a scenario's first request once and check the answer is what it should be."""
+    with open(path_of_file) as file:
+        first = file.readline().rstrip("\n")
+    if name == "favorites_add_remove":
+        tok, listener = first.split("\t")
+        body = json.dumps({"listener_id": int(listener)})
+        added = _send(port, "POST", "/favorites/add", tok, body)
+        removed = _send(port, "DELETE", "/favorites/remove", tok, body)
+        ok = added["is_favorited"] and not removed["is_favorited"]
+    else:
+        answer = _send(port, *first.split("\t"))
+        per_page = min(20, len(data.heavy_favorite_ids))
+        if name == "floor":
+            ok = answer == {}
+        elif name == "heartbeat":
+            ok = answer == {"message": "Heartbeat received"}
+        elif name == "presence_batch":
+            ok = isinstance(answer, list) and len(answer) == 100
+        else:
+            ok = len(answer["favorites"]) == per_page and (
+                name == "favorites_cursor"
+                or answer["total_count"] == len(data.heavy_favorite_ids))
+    if not ok:
+        raise BenchError(f"{name}: unexpected answer to its first request")
+
+
+def clean_up(url, data):
+    """Undo the add/remove scenario: favorites left in flight and the stored events."""
+    with psycopg.connect(url) as conn:
+        conn.execute("delete from favorites where user_id = any(%s)",
+                     (data.free_customer_ids[:20_000],))
+        conn.execute("delete from feed_events")
+
+
+def _cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as file:
+        fields = file.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def usage(pids, url):
+    """CPU seconds of these processes and of the whole machine (busy), and the PostgreSQL
+    sessions opened so far on the database: subtract two of these to get a run's usage."""
+    with open("/proc/stat") as file:
+        ticks = [int(value) for value in file.readline().split()[1:]]
+    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    with psycopg.connect(url) as conn:
+        row = conn.execute("select sessions from pg_stat_database "
+                           "where datname = current_database()").fetchone()
+    return {"workers": sum(_cpu_seconds(pid) for pid in pids), "machine": busy,
+            "sessions": row[0] if row else 0}
+
+
+def usage_per_request(before, after, requests):
+    """Milliseconds of CPU per request (workers, rest of the machine) and new PostgreSQL
+    connections per 1,000 requests between two usage() snapshots."""
+    workers = after["workers"] - before["workers"]
+    rest = after["machine"] - before["machine"] - workers
+    return {"worker_ms": 1000 * workers / requests, "other_ms": 1000 * rest / requests,
+            "new_connections_per_1000": 1000 * (after["sessions"] - before["sessions"])
+            / requests}
+
+
+def find_wrk():
+    """The wrk binary; installed from Debian's packages when missing and running as root."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log("wrk is missing: apt-get install -y wrk")
+        subprocess.run("apt-get update -qq && apt-get install -y -qq wrk", shell=True,
+                       check=False, stdout=subprocess.DEVNULL, timeout=600)
+        found = shutil.which("wrk")
+    if not found:
+        raise BenchError("wrk is not installed (Debian: apt-get install wrk)")
+    return found
+
+
+def run_wrk(script, port, file_path, threads, connections, seconds):
+    """Run wrk once from its own process; return its parsed BENCH_RESULT and text."""
+    command = [find_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
+               "--timeout", "10s", "-s", os.path.join(LUA, script),
+               f"http://127.0.0.1:{port}/", "--", file_path, str(threads)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    match = re.search(r"^BENCH_RESULT (\{.*\})$", done.stdout, re.M)
+    if done.returncode != 0 or not match:
+        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr[-500:]}"
+                         f"{done.stdout[-500:]}")
+    result = json.loads(match.group(1))
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["errors"] = sum(result[k] for k in ("connect", "read", "write", "status",
+                                               "timeout"))
+    result["text"] = done.stdout[:match.start()].rstrip()
+    return result
