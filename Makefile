@@ -20,8 +20,11 @@ demo: install
 	PORT=$(PORT) $(FLASK) demo
 	$(FLASK) run --port $(PORT)
 
+# The console's browser test saves its screenshots here.
+SCREENSHOT_DIR ?= build/screenshots
+
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	SCREENSHOT_DIR=$(SCREENSHOT_DIR) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 .PHONY: bench bench-smoke
 bench: install

@@ -76,3 +76,9 @@ class Config:
     PRESENCE_TIMEOUT_SECONDS = _int("PRESENCE_TIMEOUT_SECONDS", 120)
     BUSY_GRACE_SECONDS = _int("BUSY_GRACE_SECONDS", 300)
     MIGRATIONS_DIR = BASE_DIR / "migrations"
+    # The live console at /console: on by default except in production.
+    CONSOLE_ENABLED = _bool("CONSOLE_ENABLED", SAATHII_ENV != "production")
+    # Where `flask demo` keeps the demo users' tokens for the console's sign-in picker
+    # (read only outside production).
+    DEMO_TOKENS_FILE = Path(
+        os.environ.get("DEMO_TOKENS_FILE") or BASE_DIR / "instance" / "demo-tokens.json")

@@ -62,7 +62,7 @@ def check_host():
 
 def create_app(config_class=Config):
     """Build the Flask application."""
-    app = Flask(__name__, instance_relative_config=False)
+    app = Flask(__name__, static_folder=None)
     app.config.from_object(config_class)
     check_config(app.config)
     app.config["SOCK_SERVER_OPTIONS"] = {
@@ -90,6 +90,9 @@ def create_app(config_class=Config):
     app.register_blueprint(feed.bp)
     app.register_blueprint(presence.bp)
     app.register_blueprint(docs.bp)
+    if app.config["CONSOLE_ENABLED"]:
+        from .api import console
+        app.register_blueprint(console.bp)
 
     from .cli import demo, users
     app.cli.add_command(users.users)

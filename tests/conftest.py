@@ -61,7 +61,7 @@ def database_uri(tmp_path_factory):
 
 
 @pytest.fixture
-def config(database_uri):
+def config(database_uri, tmp_path):
     """A Config for tests, on the test database."""
 
     class TestConfig(Config):
@@ -72,6 +72,7 @@ def config(database_uri):
         RATELIMIT_ENABLED = False  # the rate-limit tests turn it on
         FAVORITE_COUNTS_CACHE_SECONDS = 0  # counts are exact; the cache has its own tests
         SQLALCHEMY_DATABASE_URI = database_uri
+        DEMO_TOKENS_FILE = tmp_path / "demo-tokens.json"
 
     return TestConfig
 

@@ -2,9 +2,11 @@
 import os
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 import sqlalchemy as sa
 
+from .. import demo_tokens
 from ..auth import create_access_token
 from ..domain import favorites, presence
 from ..domain.users import create_user
@@ -53,14 +55,18 @@ def demo(base_url, expires_in):
     """Seed demo users and favorites, and print tokens and curl lines to try."""
     listeners, customers = seed()
     customer, listener = customers[0], listeners[3]
+    tokens = {user.id: create_access_token(user.id, expires_in) for user in customers + listeners}
+    demo_tokens.save([dict(id=user.id, username=user.username, role=user.role,
+                           token=tokens[user.id]) for user in customers + listeners])
     click.echo("Demo users (id, username, role):")
     for user in customers + listeners:
         click.echo(f"  {user.id:>3}  {user.username:<11} {user.role}")
+    if current_app.config["CONSOLE_ENABLED"]:
+        click.echo(f"\nLive console: {base_url}/console  (pick a demo user; "
+                   "a second window can be another one)")
     click.echo("\nPaste these two lines into your shell for their tokens:")
-    click.echo(f"  export CUSTOMER={create_access_token(customer.id, expires_in)}"
-               f"  # {customer.username}, id {customer.id}")
-    click.echo(f"  export LISTENER={create_access_token(listener.id, expires_in)}"
-               f"  # {listener.username}, id {listener.id}")
+    click.echo(f"  export CUSTOMER={tokens[customer.id]}  # {customer.username}, id {customer.id}")
+    click.echo(f"  export LISTENER={tokens[listener.id]}  # {listener.username}, id {listener.id}")
     click.echo("(a token for any user: flask --app wsgi users token USER_ID)")
     as_customer, as_listener = '-H "Authorization: Bearer $CUSTOMER"', \
         '-H "Authorization: Bearer $LISTENER"'

@@ -1,0 +1,196 @@
+"""The live console in a real browser: Debian's Chromium driven by Playwright, two users.
+
+Screenshots go to SCREENSHOT_DIR (default: the test's temporary folder).
+"""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from saathii.domain import favorites
+from saathii.extensions import db
+from saathii.models import User
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+SOON = 10_000  # ms: "within a few seconds", generous for a loaded CI machine
+
+
+def _missing(reason):
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI must run the browser test)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium from the system (no browser download)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed")
+    if not shutil.which(CHROMIUM):
+        _missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path):
+    folder = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def take(page, name):
+        path = folder / f"console-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return take
+
+
+@pytest.fixture
+def open_console(browser, live_server):
+    """A console page in its own browser context (its own sessionStorage); collects the
+    page's script errors and CSP violations, which must stay empty."""
+    contexts, problems = [], []
+
+    def open_page():
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on("console", lambda message: message.type == "error"
+                and "Content Security Policy" in message.text and problems.append(message.text))
+        page.goto(f"http://{live_server}/console")
+        return page
+
+    open_page.problems = problems
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+def favorite_row(page, user_id):
+    return page.locator(f'#favorites li.favorite[data-user-id="{user_id}"]')
+
+
+def log_entry(page, event_type):
+    return page.locator(f'#feed-log li[data-type="{event_type}"][data-direction="received"]')
+
+
+def test_two_users_watch_each_other_live(app, make_user, customer, listener, open_console,
+                                         screenshots):
+    from playwright.sync_api import expect
+
+    # The customer already has 21 other favorites: a page and a bit.
+    others = [make_user(f"listener_{number:02}", "listener") for number in range(21)]
+    with app.app_context():
+        me = db.session.get(User, customer.id)
+        for other in others:
+            favorites.add_favorite(me, other.id)
+        db.session.commit()
+    app.config["DEMO_TOKENS_FILE"].write_text(json.dumps([
+        {"id": customer.id, "username": customer.username, "role": "customer",
+         "token": customer.token},
+    ]))
+
+    # The customer signs in from the demo list, the listener by pasting a token.
+    customer_page = open_console()
+    customer_page.click(f'button.demo-user[data-user-id="{customer.id}"]')
+    expect(customer_page.locator("#whoami")).to_have_text(f"john_doe (id {customer.id})")
+    listener_page = open_console()
+    expect(listener_page.locator("#demo-users-panel")).to_be_visible()
+    listener_page.fill("#token-input", listener.token)
+    listener_page.click("#use-token")
+    expect(listener_page.locator("#whoami")).to_have_text(f"jane_smith (id {listener.id})")
+    for page in (customer_page, listener_page):
+        expect(page.locator("#feed-state")).to_have_attribute("data-state", "open", timeout=SOON)
+    assert listener_page.evaluate("Object.keys(sessionStorage)") == ["saathii.console.token"]
+    assert listener_page.evaluate("Object.keys(localStorage)") == []
+
+    # The first page holds 20 favorites; "load more" follows the Link header to the rest.
+    expect(customer_page.locator("#favorites li.favorite")).to_have_count(20)
+    expect(customer_page.locator("#total-count")).to_have_text("21")
+    customer_page.click("#load-more")
+    expect(customer_page.locator("#favorites li.favorite")).to_have_count(21)
+    expect(customer_page.locator("#load-more")).to_be_hidden()
+
+    # The customer adds the listener: the listener's feed shows favorite_added at once.
+    customer_page.fill("#listener-id", str(listener.id))
+    customer_page.click("#add-favorite")
+    expect(favorite_row(customer_page, listener.id)).to_have_attribute("data-state", "offline")
+    expect(customer_page.locator("#total-count")).to_have_text("22")
+    added = log_entry(listener_page, "favorite_added")
+    expect(added).to_have_count(1, timeout=SOON)
+    expect(added).to_contain_text('"username":"john_doe"')
+
+    # The listener sends a heartbeat: the customer's dot turns available without a reload.
+    listener_page.click("#heartbeat")
+    expect(listener_page.locator("#my-status")).to_have_attribute("data-state", "available")
+    row = favorite_row(customer_page, listener.id)
+    expect(row).to_have_attribute("data-state", "available", timeout=SOON)
+    expect(row.locator(".dot")).to_have_attribute("data-state", "available")
+    expect(customer_page.locator("#online-count")).to_have_text("1")
+    expect(customer_page.locator("#available-count")).to_have_text("1")
+    expect(log_entry(customer_page, "listener_online")).to_have_count(1)
+
+    # The listener goes busy for 10 minutes: the customer sees it.
+    listener_page.fill("#wait-time", "10")
+    listener_page.click("#go-busy")
+    expect(row).to_have_attribute("data-state", "busy", timeout=SOON)
+    expect(row.locator(".state")).to_have_text("busy, about 10 min")
+    expect(customer_page.locator("#available-count")).to_have_text("0")
+    expect(customer_page.locator("#online-count")).to_have_text("1")
+
+    # The available-only filter hides the busy listener; the counts follow the filter.
+    customer_page.check("#available-only")
+    expect(customer_page.locator("#total-count")).to_have_text("0")
+    expect(favorite_row(customer_page, listener.id)).to_have_count(0)
+    customer_page.uncheck("#available-only")
+    expect(favorite_row(customer_page, listener.id)).to_have_count(1)
+    screenshots(customer_page, "customer")
+    screenshots(listener_page, "listener")
+
+    # An API error is shown with its detail, never swallowed.
+    customer_page.fill("#listener-id", "999999")
+    customer_page.click("#add-favorite")
+    expect(customer_page.locator("#errors")).to_be_visible()
+    expect(customer_page.locator("#error-list li").first).to_contain_text(
+        "POST /favorites/add 404 Listener not found")
+
+    # A dropped feed resumes with `since`: what happened meanwhile is replayed, once.
+    listener_page.click("#feed-disconnect")
+    expect(listener_page.locator("#feed-state")).to_have_attribute("data-state", "closed")
+    favorite_row(customer_page, listener.id).locator("button.remove").click()
+    expect(favorite_row(customer_page, listener.id)).to_have_count(0)
+    expect(customer_page.locator("#total-count")).to_have_text("21")
+    listener_page.click("#feed-connect")
+    expect(listener_page.locator("#feed-state")).to_contain_text("connected", timeout=SOON)
+    removed = log_entry(listener_page, "favorite_removed")
+    expect(removed).to_have_count(1, timeout=SOON)
+    expect(log_entry(listener_page, "favorite_added")).to_have_count(1)  # not replayed twice
+
+    # The token lives in this tab's sessionStorage: a reload stays signed in; sign out forgets.
+    listener_page.reload()
+    expect(listener_page.locator("#whoami")).to_have_text(f"jane_smith (id {listener.id})")
+    listener_page.click("#sign-out")
+    expect(listener_page.locator("#sign-in")).to_be_visible()
+    assert listener_page.evaluate("sessionStorage.length") == 0
+    assert open_console.problems == []
+
+
+def test_a_refused_token_is_shown_and_nothing_is_kept(open_console, customer, token_for):
+    from playwright.sync_api import expect
+
+    page = open_console()
+    page.fill("#token-input", token_for({"sub": str(customer.id), "exp": 1}))
+    page.click("#use-token")
+    expect(page.locator("#error-list li").first).to_contain_text(
+        "GET /both/status/me 401 Invalid or expired token")
+    expect(page.locator("#sign-in")).to_be_visible()
+    assert page.evaluate("sessionStorage.length") == 0
+    assert open_console.problems == []
