@@ -150,8 +150,18 @@ def test_two_users_watch_each_other_live(app, make_user, customer, listener, ope
     customer_page.check("#available-only")
     expect(customer_page.locator("#total-count")).to_have_text("0")
     expect(favorite_row(customer_page, listener.id)).to_have_count(0)
+    screenshots(customer_page, "customer-filtered")
+    # ...and shows them live when they become available, without a reload.
+    listener_page.click("#go-available")
+    expect(favorite_row(customer_page, listener.id)).to_have_attribute(
+        "data-state", "available", timeout=SOON)
+    expect(customer_page.locator("#total-count")).to_have_text("1")
     customer_page.uncheck("#available-only")
-    expect(favorite_row(customer_page, listener.id)).to_have_count(1)
+    expect(customer_page.locator("#total-count")).to_have_text("22")
+    listener_page.fill("#wait-time", "10")
+    listener_page.click("#go-busy")
+    expect(favorite_row(customer_page, listener.id)).to_have_attribute(
+        "data-state", "busy", timeout=SOON)
     screenshots(customer_page, "customer")
     screenshots(listener_page, "listener")
 

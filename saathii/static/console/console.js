@@ -322,11 +322,21 @@
     await loadFavorites();
   }
 
+  function filtered() {
+    return $("online-only").checked || $("available-only").checked;
+  }
+
   // A presence event: move the listed listener's dot now, and the counts by what changed;
   // then read the counts again, which also covers listeners not loaded on this page.
+  // Under a filter a listener may enter or leave the list: read the list again instead.
   function followPresence(data) {
     if (state.me && data.user_id === state.me.id) renderStatus(data);
     const item = state.favorites.get(data.user_id);
+    if (filtered()) {
+      clearTimeout(state.countsTimer);
+      state.countsTimer = setTimeout(() => loadFavorites().catch(() => {}), 500);
+      return;
+    }
     if (item) {
       const before = presenceState(item);
       Object.assign(item, data);
