@@ -63,8 +63,8 @@ def open_console(browser, live_server):
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda error: problems.append(str(error)))
-        page.on("console", lambda message: message.type == "error"
-                and "Content Security Policy" in message.text and problems.append(message.text))
+        page.on("console", lambda message: message.type == "error" and problems.append(
+            f"{message.text} {message.location.get('url')}"))  # CSP violations, failed loads
         page.goto(f"http://{live_server}/console")
         return page
 
@@ -83,7 +83,7 @@ def log_entry(page, event_type):
 
 
 def test_two_users_watch_each_other_live(app, make_user, customer, listener, open_console,
-                                         screenshots):
+                                         screenshots, live_server):
     from playwright.sync_api import expect
 
     # The customer already has 21 other favorites: a page and a bit.
@@ -190,10 +190,13 @@ def test_two_users_watch_each_other_live(app, make_user, customer, listener, ope
     listener_page.click("#sign-out")
     expect(listener_page.locator("#sign-in")).to_be_visible()
     assert listener_page.evaluate("sessionStorage.length") == 0
-    assert open_console.problems == []
+    assert [problem.split(": ", 1)[1] for problem in open_console.problems] == [
+        f"the server responded with a status of 404 (NOT FOUND) "
+        f"http://{live_server}/favorites/add"]  # the error asked for above, nothing else
 
 
-def test_a_refused_token_is_shown_and_nothing_is_kept(open_console, customer, token_for):
+def test_a_refused_token_is_shown_and_nothing_is_kept(open_console, customer, token_for,
+                                                       live_server):
     from playwright.sync_api import expect
 
     page = open_console()
@@ -203,4 +206,6 @@ def test_a_refused_token_is_shown_and_nothing_is_kept(open_console, customer, to
         "GET /both/status/me 401 Invalid or expired token")
     expect(page.locator("#sign-in")).to_be_visible()
     assert page.evaluate("sessionStorage.length") == 0
-    assert open_console.problems == []
+    assert [problem.split(": ", 1)[1] for problem in open_console.problems] == [
+        f"the server responded with a status of 401 (UNAUTHORIZED) "
+        f"http://{live_server}/both/status/me"]

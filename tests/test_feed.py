@@ -38,6 +38,29 @@ def test_bad_since_gets_400(live_server, customer):
     assert json.loads(body) == {"detail": "since must be the id of the last event received"}
 
 
+def test_a_closed_socket_ends_with_the_close_frame_alone(live_server, customer):
+    """Nothing follows the close handshake (an HTTP response there is what browsers call
+    "Invalid frame header"), and the server then closes the connection."""
+    host, port = live_server.split(":")
+    sock = raw_socket.create_connection((host, int(port)), timeout=5)
+    sock.sendall(
+        f"GET /ws/feed?token={customer.token} HTTP/1.1\r\nHost: {live_server}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode())
+    received = b""
+    while b"connection_established" not in received:
+        received += sock.recv(4096)
+    assert received.startswith(b"HTTP/1.1 101 ")
+    mask = b"\x01\x02\x03\x04"
+    code = (1000).to_bytes(2, "big")
+    sock.sendall(b"\x88\x82" + mask + bytes(b ^ mask[i] for i, b in enumerate(code)))
+    after = b""
+    while chunk := sock.recv(4096):  # ends when the server closes the connection
+        after += chunk
+    sock.close()
+    assert after == b"\x88\x02" + code  # the close frame, unmasked, and nothing else
+
+
 def test_plain_get_is_told_to_upgrade(client, customer):
     response = client.get(f"/ws/feed?token={customer.token}")
     assert response.status_code == 400
