@@ -225,9 +225,10 @@ def connect(live_server):
     def open_socket(account, since=None, path="/ws/feed"):
         client = FeedClient(live_server, account.token, since, path)
         opened.append(client)
-        hello = client.receive()
-        assert hello["type"] == "connection_established"
-        assert hello["data"] == {"user_id": account.id}
+        client.hello = client.receive()
+        assert client.hello["type"] == "connection_established"
+        assert client.hello["data"].keys() == {"user_id", "last_event_id"}
+        assert client.hello["data"]["user_id"] == account.id
         return client
 
     yield open_socket

@@ -267,6 +267,25 @@ def test_replay_since(client, connect, customer, listener, make_user):
     up_to_date.expect_nothing_queued()
 
 
+def test_the_greeting_gives_a_cursor_to_resume_from(client, connect, customer, listener,
+                                                    make_user):
+    assert connect(listener).hello["data"]["last_event_id"] is None  # nothing stored yet
+    client.post("/favorites/add", json={"listener_id": listener.id}, headers=customer.headers)
+    first = connect(listener)  # no since: live events only, and the cursor they start from
+    cursor = first.hello["data"]["last_event_id"]
+    assert isinstance(cursor, int)
+    first.expect_nothing_queued()
+    first.close()  # dropped; meanwhile another customer favorites the listener
+    other = make_user("priya_s", "customer")
+    client.post("/favorites/add", json={"listener_id": listener.id}, headers=other.headers)
+    resumed = connect(listener, since=cursor)
+    missed = resumed.receive()
+    assert (missed["type"], missed["data"]["username"]) == ("favorite_added", "priya_s")
+    assert resumed.hello["data"]["last_event_id"] == missed["id"] > cursor
+    resumed.expect_nothing_queued()
+    assert connect(customer).hello["data"]["last_event_id"] is None  # per recipient
+
+
 def test_replay_is_per_recipient(client, connect, customer, listener, make_user):
     other_listener = make_user("meera_k", "listener")
     client.post("/favorites/add", json={"listener_id": listener.id}, headers=customer.headers)

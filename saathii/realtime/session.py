@@ -5,7 +5,7 @@ import threading
 import sqlalchemy as sa
 
 from ..domain import presence
-from ..events import stored_events
+from ..events import latest_event_id, stored_events
 from ..extensions import db
 from ..errors import APIError
 from ..models import Favorite
@@ -55,8 +55,10 @@ class FeedSession:
         # the writer drops live copies of events the replay already sent.
         hub.add(connection)
         try:
-            connection.send_now(message("connection_established",
-                                        {"user_id": connection.user_id}))
+            # The cursor a client that came without `since` resumes from after a drop.
+            connection.send_now(message("connection_established", {
+                "user_id": connection.user_id,
+                "last_event_id": latest_event_id(connection.user_id)}))
             if self.since is not None:
                 connection.last_replayed_id = self.since
                 for event in stored_events(connection.user_id, self.since):
