@@ -78,7 +78,10 @@ class Config:
     MIGRATIONS_DIR = BASE_DIR / "migrations"
     # The live console at /console: on by default except in production.
     CONSOLE_ENABLED = _bool("CONSOLE_ENABLED", SAATHII_ENV != "production")
-    # Where `flask demo` keeps the demo users' tokens for the console's sign-in picker
-    # (read only outside production).
+    # The console lists the demo users to sign in as: by default only in the embedded
+    # demo (SQLite, not production); never in production.
+    CONSOLE_DEMO_USERS = _bool("CONSOLE_DEMO_USERS", SQLALCHEMY_DATABASE_URI.startswith(
+        "sqlite") and SAATHII_ENV != "production")
+    # Where `flask demo` keeps the demo users' tokens for that list.
     DEMO_TOKENS_FILE = Path(
         os.environ.get("DEMO_TOKENS_FILE") or BASE_DIR / "instance" / "demo-tokens.json")

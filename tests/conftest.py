@@ -73,6 +73,7 @@ def config(database_uri, tmp_path):
         FAVORITE_COUNTS_CACHE_SECONDS = 0  # counts are exact; the cache has its own tests
         SQLALCHEMY_DATABASE_URI = database_uri
         DEMO_TOKENS_FILE = tmp_path / "demo-tokens.json"
+        CONSOLE_DEMO_USERS = True  # on PostgreSQL too
 
     return TestConfig
 

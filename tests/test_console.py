@@ -50,11 +50,12 @@ def test_console_page_has_a_strict_policy_and_no_inline_code(client):
 
 
 def test_console_script_and_styles_are_served_from_the_package(client):
-    script = client.get("/console/static/console.js")
-    assert script.status_code == 200
-    assert script.mimetype in {"text/javascript", "application/javascript"}
-    assert "new WebSocket(" in script.get_data(as_text=True)
-    assert script.headers["X-Content-Type-Options"] == "nosniff"
+    for name in ("main.js", "api.js", "dom.js", "status.js", "favorites.js", "feed.js"):
+        script = client.get(f"/console/static/{name}")
+        assert script.status_code == 200, name
+        assert script.mimetype in {"text/javascript", "application/javascript"}  # modules
+        assert script.headers["X-Content-Type-Options"] == "nosniff"
+    assert "new WebSocket(" in client.get("/console/static/feed.js").get_data(as_text=True)
     styles = client.get("/console/static/console.css")
     assert (styles.status_code, styles.mimetype) == (200, "text/css")
     missing = client.get("/console/static/nothing.js")
@@ -72,6 +73,8 @@ def test_demo_users_are_listed_with_valid_tokens_only(client, demo_file, custome
          "token": expired},
         {"id": 99, "username": "forged", "role": "listener",
          "token": token_for({"sub": "99", "exp": 4102444800}, key="another-key" * 4)},
+        {"id": 98, "username": "gone", "role": "listener",  # from an older database
+         "token": token_for({"sub": "98", "exp": 4102444800})},
     ])
     page = client.get("/console").get_data(as_text=True)
     assert embedded_demo_users(page) == [
@@ -106,27 +109,53 @@ def test_console_can_be_switched_off(config):
         CONSOLE_ENABLED = False
 
     client = create_app(Off).test_client()
-    for path in ("/console", "/console/static/console.js"):
+    for path in ("/console", "/console/static/main.js"):
         response = client.get(path)
         assert response.status_code == 404
         assert response.json == {"detail": "Not found"}
 
 
-def test_console_is_off_by_default_in_production(monkeypatch):
+def test_demo_users_are_listed_only_when_asked(config, demo_file, customer):
+    demo_file([{"id": customer.id, "username": "john_doe", "role": "customer",
+                "token": customer.token}])
+
+    class Quiet(config):
+        CONSOLE_DEMO_USERS = False
+
+    response = create_app(Quiet).test_client().get("/console")
+    assert response.status_code == 200
+    assert embedded_demo_users(response.get_data(as_text=True)) == []
+
+
+@pytest.fixture
+def config_from(monkeypatch):
+    """The Config class as the environment given would build it."""
     import importlib
 
     import config as config_module
 
-    monkeypatch.setenv("SAATHII_ENV", "production")
-    monkeypatch.delenv("CONSOLE_ENABLED", raising=False)
-    assert importlib.reload(config_module).Config.CONSOLE_ENABLED is False
-    monkeypatch.setenv("CONSOLE_ENABLED", "true")
-    assert importlib.reload(config_module).Config.CONSOLE_ENABLED is True
-    monkeypatch.setenv("SAATHII_ENV", "development")
-    monkeypatch.delenv("CONSOLE_ENABLED")
-    assert importlib.reload(config_module).Config.CONSOLE_ENABLED is True
+    def build(**environment):
+        for name in ("SAATHII_ENV", "DATABASE_URL", "CONSOLE_ENABLED", "CONSOLE_DEMO_USERS"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        return importlib.reload(config_module).Config
+
+    yield build
     monkeypatch.undo()
     importlib.reload(config_module)
+
+
+def test_console_defaults(config_from):
+    demo = config_from()  # the embedded demo: SQLite, development
+    assert (demo.CONSOLE_ENABLED, demo.CONSOLE_DEMO_USERS) == (True, True)
+    production = config_from(DATABASE_URL="postgres://db/saathii")
+    assert production.SAATHII_ENV == "production"
+    assert (production.CONSOLE_ENABLED, production.CONSOLE_DEMO_USERS) == (False, False)
+    staging = config_from(DATABASE_URL="postgres://db/saathii", SAATHII_ENV="development")
+    assert (staging.CONSOLE_ENABLED, staging.CONSOLE_DEMO_USERS) == (True, False)
+    switched_on = config_from(DATABASE_URL="postgres://db/saathii", CONSOLE_ENABLED="true")
+    assert switched_on.CONSOLE_ENABLED is True
 
 
 def test_demo_command_saves_its_tokens_for_the_console(app, client):
@@ -142,3 +171,13 @@ def test_demo_command_saves_its_tokens_for_the_console(app, client):
     mine = client.get("/both/status/me", headers={"Authorization": f"Bearer {printed}"})
     assert (mine.status_code, mine.json["user_id"]) == (200, users[0]["id"])
     assert oct(app.config["DEMO_TOKENS_FILE"].stat().st_mode & 0o777) == "0o600"
+
+
+def test_demo_tokens_file_is_private_even_over_a_stale_one(app):
+    stale = app.config["DEMO_TOKENS_FILE"].with_suffix(".tmp")
+    stale.write_text("[]")
+    stale.chmod(0o644)
+    result = app.test_cli_runner().invoke(args=["demo"])
+    assert result.exit_code == 0, result.output
+    assert oct(app.config["DEMO_TOKENS_FILE"].stat().st_mode & 0o777) == "0o600"
+    assert not stale.exists()

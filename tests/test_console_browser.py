@@ -4,7 +4,9 @@ Screenshots go to SCREENSHOT_DIR (default: the test's temporary folder).
 """
 import json
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -58,13 +60,15 @@ def open_console(browser, live_server):
     page's script errors and CSP violations, which must stay empty."""
     contexts, problems = [], []
 
-    def open_page():
+    def open_page(prepare=None):
         context = browser.new_context(viewport={"width": 1200, "height": 900})
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda error: problems.append(str(error)))
         page.on("console", lambda message: message.type == "error" and problems.append(
             f"{message.text} {message.location.get('url')}"))  # CSP violations, failed loads
+        if prepare:
+            prepare(page)
         page.goto(f"http://{live_server}/console")
         return page
 
@@ -179,7 +183,8 @@ def test_two_users_watch_each_other_live(app, make_user, customer, listener, ope
     expect(favorite_row(customer_page, listener.id)).to_have_count(0)
     expect(customer_page.locator("#total-count")).to_have_text("21")
     listener_page.click("#feed-connect")
-    expect(listener_page.locator("#feed-state")).to_contain_text("connected", timeout=SOON)
+    expect(listener_page.locator("#feed-state")).to_have_attribute("data-state", "open",
+                                                                  timeout=SOON)
     removed = log_entry(listener_page, "favorite_removed")
     expect(removed).to_have_count(1, timeout=SOON)
     expect(log_entry(listener_page, "favorite_added")).to_have_count(1)  # not replayed twice
@@ -189,6 +194,8 @@ def test_two_users_watch_each_other_live(app, make_user, customer, listener, ope
     expect(listener_page.locator("#whoami")).to_have_text(f"jane_smith (id {listener.id})")
     listener_page.click("#sign-out")
     expect(listener_page.locator("#sign-in")).to_be_visible()
+    expect(listener_page.locator("#signed-in")).to_be_hidden()
+    expect(listener_page.locator("#whoami")).to_have_text("Signed out")
     assert listener_page.evaluate("sessionStorage.length") == 0
     assert [problem.split(": ", 1)[1] for problem in open_console.problems] == [
         f"the server responded with a status of 404 (NOT FOUND) "
@@ -205,7 +212,160 @@ def test_a_refused_token_is_shown_and_nothing_is_kept(open_console, customer, to
     expect(page.locator("#error-list li").first).to_contain_text(
         "GET /both/status/me 401 Invalid or expired token")
     expect(page.locator("#sign-in")).to_be_visible()
+    expect(page.locator("#signed-in")).to_be_hidden()
+    expect(page.locator("#sign-in-note")).to_have_text("The token was refused; sign in again.")
     assert page.evaluate("sessionStorage.length") == 0
     assert [problem.split(": ", 1)[1] for problem in open_console.problems] == [
         f"the server responded with a status of 401 (UNAUTHORIZED) "
         f"http://{live_server}/both/status/me"]
+
+
+class FeedLine:
+    """Routes a page's feed sockets through Playwright, so a test can cut the line (the
+    page sees its socket drop) and keep it down (new sockets close at once) for a while."""
+
+    def __init__(self, page):
+        self.routes, self.down, self.refused = [], False, 0
+        page.route_web_socket(re.compile(r".*/ws/feed.*"), self.route)
+
+    def route(self, socket):
+        if self.down:
+            self.refused += 1
+            socket.close(code=1011, reason="line down")
+            return
+        socket.connect_to_server()
+        self.routes.append(socket)
+
+    def cut(self):
+        self.down = True
+        for socket in self.routes:
+            socket.close(code=1011, reason="line cut")
+        self.routes.clear()
+
+    def restore(self):
+        self.down = False
+
+
+def test_a_dropped_feed_reconnects_by_itself_and_misses_nothing(
+        open_console, customer, listener, live_server):
+    from playwright.sync_api import expect
+
+    lines = {}
+    customer_page = open_console(lambda page: lines.setdefault("customer", FeedLine(page)))
+    customer_page.fill("#token-input", customer.token)
+    customer_page.click("#use-token")
+    listener_page = open_console(lambda page: lines.setdefault("listener", FeedLine(page)))
+    listener_page.fill("#token-input", listener.token)
+    listener_page.click("#use-token")
+    for page in (customer_page, listener_page):
+        expect(page.locator("#feed-state")).to_have_attribute("data-state", "open", timeout=SOON)
+    customer_page.fill("#listener-id", str(listener.id))
+    customer_page.click("#add-favorite")
+    row = favorite_row(customer_page, listener.id)
+    expect(row).to_have_attribute("data-state", "offline")
+    expect(log_entry(listener_page, "favorite_added")).to_have_count(1, timeout=SOON)
+
+    # Both lines drop and stay down: the pages say so and keep trying with backoff.
+    for line in lines.values():
+        line.cut()
+    for page in (customer_page, listener_page):
+        expect(page.locator("#feed-state")).to_have_attribute("data-state", "waiting",
+                                                              timeout=SOON)
+    # Meanwhile the customer removes the listener and adds them back, and the listener
+    # comes online; neither page hears of it live.
+    row.locator("button.remove").click()
+    expect(row).to_have_count(0)
+    customer_page.click("#add-favorite")
+    expect(row).to_have_attribute("data-state", "offline")
+    listener_page.click("#heartbeat")
+    expect(listener_page.locator("#my-status")).to_have_attribute("data-state", "available")
+    customer_page.wait_for_function("1")  # let queued route events reach the test
+    expect(row).to_have_attribute("data-state", "offline")
+    assert all(line.routes == [] for line in lines.values())
+
+    # The line comes back: each page reconnects by itself, the listener with `since`
+    # (the stored events of the drop arrive once each), the customer reads presence again.
+    deadline = time.monotonic() + 20
+    while not all(line.refused for line in lines.values()):  # at least one retry refused
+        assert time.monotonic() < deadline, "the pages did not retry"
+        customer_page.wait_for_timeout(100)
+    for line in lines.values():
+        line.restore()
+    for page in (customer_page, listener_page):
+        expect(page.locator("#feed-state")).to_have_attribute("data-state", "open",
+                                                              timeout=20_000)
+    expect(log_entry(listener_page, "favorite_removed")).to_have_count(1, timeout=SOON)
+    expect(log_entry(listener_page, "favorite_added")).to_have_count(2)
+    expect(row).to_have_attribute("data-state", "available", timeout=SOON)
+    expect(customer_page.locator("#available-count")).to_have_text("1")
+    assert open_console.problems == []
+
+
+def test_automatic_heartbeat_and_going_offline(open_console, app, listener):
+    from playwright.sync_api import expect
+
+    beats = []
+
+    def prepare(page):
+        page.clock.install()
+        page.on("request", lambda request: request.url.endswith("/both/status/heartbeat")
+                and beats.append(request.url))
+
+    page = open_console(prepare)
+    page.fill("#token-input", listener.token)
+    page.click("#use-token")
+    expect(page.locator("#my-status")).to_have_attribute("data-state", "offline")
+    expect(page.locator("#auto-heartbeat")).to_be_checked()
+
+    page.clock.fast_forward(31_000)  # the automatic heartbeat brings the listener online
+    expect(page.locator("#my-status")).to_have_attribute("data-state", "available")
+    expect(page.locator("#heartbeat-note")).to_contain_text("Automatic heartbeat sent")
+    assert len(beats) == 1
+
+    page.click("#go-offline")  # stops the automatic heartbeat, visibly
+    expect(page.locator("#my-status")).to_have_attribute("data-state", "offline")
+    expect(page.locator("#auto-heartbeat")).not_to_be_checked()
+    page.clock.fast_forward(61_000)
+    page.click("#reload-favorites")  # a round trip after which a beat would have shown
+    expect(page.locator("#favorites-empty")).to_be_visible()
+    assert len(beats) == 1
+    with app.test_client() as client:
+        status = client.get("/both/status/me", headers=listener.headers).json
+    assert status["is_online"] is False
+
+    page.click("#go-available")  # back online: the automatic heartbeat resumes
+    expect(page.locator("#my-status")).to_have_attribute("data-state", "available")
+    expect(page.locator("#auto-heartbeat")).to_be_checked()
+    page.clock.fast_forward(31_000)
+    expect(page.locator("#heartbeat-note")).to_contain_text("Automatic heartbeat sent")
+    assert len(beats) == 2
+    assert open_console.problems == []
+
+
+def test_online_only_list_follows_presence(open_console, app, customer, listener, make_user):
+    from playwright.sync_api import expect
+
+    other = make_user("meera_k", "listener")
+    with app.app_context():
+        me = db.session.get(User, customer.id)
+        for account in (listener, other):
+            favorites.add_favorite(me, account.id)
+        db.session.commit()
+    customer_page = open_console()
+    customer_page.fill("#token-input", customer.token)
+    customer_page.click("#use-token")
+    listener_page = open_console()
+    listener_page.fill("#token-input", listener.token)
+    listener_page.click("#use-token")
+    expect(customer_page.locator("#feed-state")).to_have_attribute("data-state", "open",
+                                                                   timeout=SOON)
+    customer_page.check("#online-only")
+    expect(customer_page.locator("#favorites-empty")).to_be_visible()
+    listener_page.click("#heartbeat")  # online: they join the online-only list
+    expect(favorite_row(customer_page, listener.id)).to_have_count(1, timeout=SOON)
+    expect(customer_page.locator("#total-count")).to_have_text("1")
+    expect(favorite_row(customer_page, other.id)).to_have_count(0)
+    listener_page.click("#go-offline")  # and leave it again
+    expect(favorite_row(customer_page, listener.id)).to_have_count(0, timeout=SOON)
+    expect(customer_page.locator("#total-count")).to_have_text("0")
+    assert open_console.problems == []
