@@ -79,9 +79,12 @@ def open_console(browser, live_server):
 
 
 def sign_in(page, token):
-    """Sign in by pasting a token."""
+    """Sign in by pasting a token; return once the signed-in panels show."""
+    from playwright.sync_api import expect
+
     page.fill("#token-input", token)
     page.click("#use-token")
+    expect(page.locator("#signed-in")).to_be_visible()
 
 
 def other_problems(problems, status, path):
@@ -319,6 +322,7 @@ def test_automatic_heartbeat_and_going_offline(open_console, app, listener):
 
     page = open_console(prepare)
     sign_in(page, listener.token)
+    expect(page.locator("#whoami")).to_have_text(f"jane_smith (id {listener.id})")  # signed in
     expect(page.locator("#my-status")).to_have_attribute("data-state", "offline")
     expect(page.locator("#auto-heartbeat")).to_be_checked()
 
