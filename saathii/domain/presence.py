@@ -9,6 +9,7 @@ from ..fields import is_id
 from ..events import Event, emit
 from ..extensions import db
 from ..models import User, UserStatus
+from . import beats
 
 MAX_BATCH = 100
 MAX_ATTEMPTS = 5
@@ -79,19 +80,11 @@ def heartbeat(user_id):
 
 
 def beat(user_id):
-    """The common heartbeat, of an active user already online, as one statement: it
+    """The common heartbeat, of an active user already online: written in one statement
+    with the beats that arrive meanwhile (see beats), committed before it returns; it
     changes no state, so it sends no event. Returns False when it did not apply (user
     offline, unknown or inactive): then heartbeat() must run."""
-    now = clock.now()
-    active = sa.exists().where(User.id == user_id, User.is_active == sa.true())
-    result = db.session.execute(
-        sa.update(UserStatus)
-        .where(UserStatus.user_id == user_id, UserStatus.is_online == sa.true(), active)
-        # The version moves too, so a sweep that read the old last_seen cannot apply.
-        .values(last_seen=now, updated_at=now, version=UserStatus.version + 1)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
+    return beats.batcher().beat(user_id)
 
 
 def update_status(user_id, changes):
