@@ -35,9 +35,9 @@ def my_status():
 @checks_user_itself
 def heartbeat():
     """Mark the caller online and seen now."""
-    if not presence.beat(g.user_id):
+    if not presence.beat(g.user_id):  # committed already when it applied
         presence.heartbeat(current_user().id)
-    db.session.commit()
+        db.session.commit()
     return HEARTBEAT_RECEIVED
 
 

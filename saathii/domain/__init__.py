@@ -14,9 +14,26 @@ def upsert(model):
     return INSERTS[db.engine.dialect.name](model)
 
 
-def in_ids(column, ids):
-    """column IN ids; on PostgreSQL `= ANY(array)`: one parameter, so one statement (and
-    one prepared plan) whatever the number of ids."""
+def in_ids(column, name):
+    """column IN the list bound to `name`; on PostgreSQL `= ANY(array)`: one parameter,
+    so one statement (and one prepared plan) whatever the number of ids."""
     if db.engine.dialect.name == "postgresql":
-        return column == sa.any_(sa.literal(list(ids), ARRAY(sa.BigInteger())))
-    return column.in_(ids)
+        return column == sa.any_(sa.bindparam(name, type_=ARRAY(sa.BigInteger())))
+    return column.in_(sa.bindparam(name, expanding=True))
+
+
+def prebuilt(build):
+    """Decorate a function that builds a statement: build it once per database backend.
+
+    Building a statement costs more than running it (SQLAlchemy coerces every clause),
+    so hot paths build theirs once, with bind parameters, and pass values to execute."""
+    built = {}
+
+    def statement():
+        dialect = db.engine.dialect.name
+        found = built.get(dialect)
+        if found is None:
+            found = built[dialect] = build()
+        return found
+
+    return statement

@@ -14,7 +14,7 @@ from flask import current_app
 from ..clock import clock
 from ..extensions import db
 from ..models import User, UserStatus
-from . import in_ids
+from . import in_ids, prebuilt
 
 KEY = "saathii_beats"
 WAIT_SECONDS = 60  # a safety net: a batch commits or fails long before this
@@ -79,21 +79,26 @@ class BeatBatcher:
                 following.turn.set()
 
 
-def write_beats(user_ids):
-    """Mark these users seen now, those of them active and online, in one statement and
-    one commit; return the ids it updated. It changes no state, so it sends no event."""
-    now = clock.now()
+@prebuilt
+def _beats_statement():
     active = sa.exists().where(User.id == UserStatus.user_id, User.is_active == sa.true())
-    statement = (
+    now = sa.bindparam("now", type_=UserStatus.last_seen.type)
+    return (
         sa.update(UserStatus)
-        .where(in_ids(UserStatus.user_id, user_ids), UserStatus.is_online == sa.true(),
-               active)
+        .where(in_ids(UserStatus.user_id, "ids"), UserStatus.is_online == sa.true(), active)
         # The version moves too, so a sweep that read the old last_seen cannot apply.
         .values(last_seen=now, updated_at=now, version=UserStatus.version + 1)
         .returning(UserStatus.user_id)
     )
+
+
+def write_beats(user_ids):
+    """Mark these users seen now, those of them active and online, in one statement and
+    one commit; return the ids it updated. It changes no state, so it sends no event."""
     with db.engine.begin() as connection:
-        return [row[0] for row in connection.execute(statement)]
+        rows = connection.execute(_beats_statement(), {"ids": list(user_ids),
+                                                       "now": clock.now()})
+        return [row[0] for row in rows]
 
 
 def batcher():
