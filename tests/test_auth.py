@@ -105,5 +105,21 @@ def test_token_of_a_removed_user(client, app, customer, change):
     assert response.json == INVALID
 
 
+@pytest.mark.parametrize("change", ["deactivate", "delete"])
+@pytest.mark.parametrize("path", [
+    "/favorites?page=1&per_page=20", "/favorites?limit=5&max_id=100",
+    "/favorites?min_id=1", "/favorites?pgae=2", "/users/presence?user_ids=1,2",
+    "/users/presence?user_ids=x", "/users/1/presence", "/users/x/presence",
+])
+def test_views_that_check_the_account_in_their_own_query(client, app, customer, listener,
+                                                          change, path):
+    assert client.get(path.replace("1", str(listener.id), 1),
+                      headers=customer.headers).status_code in (200, 400)
+    remove_user(app, customer.id, change)
+    response = client.get(path, headers=customer.headers)
+    assert response.status_code == 401  # even when the request itself is malformed
+    assert response.json == INVALID
+
+
 def test_secret_is_the_configured_one(app):
     assert app.config["JWT_SECRET"] == TEST_SECRET
