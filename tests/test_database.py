@@ -55,3 +55,26 @@ def test_connections_dropped_while_idle_are_replaced(postgres, pings, client, li
         assert response.status_code == 200, response.json
         assert response.json["user_id"] == listener.id
     assert pings  # the dropped connection was noticed, pinged and replaced
+
+
+def test_reads_run_without_a_transaction_and_leave_none_behind(app, client, customer):
+    isolation = []
+
+    def record(conn, cursor, statement, *args):
+        isolation.append(conn.get_execution_options().get("isolation_level"))
+
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert client.get("/favorites", headers=customer.headers).status_code == 200
+        assert client.get(f"/users/presence?user_ids={customer.id}",
+                          headers=customer.headers).status_code == 200
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert isolation and set(isolation) == {"AUTOCOMMIT"}
+    with app.app_context():  # the pooled connections are transactional again
+        for _ in range(engine.pool.size()):
+            connection = db.session.connection()
+            assert connection.get_isolation_level() != "AUTOCOMMIT"
+            db.session.remove()

@@ -14,6 +14,16 @@ def upsert(model):
     return INSERTS[db.engine.dialect.name](model)
 
 
+def read(statement, params):
+    """Run a read-only statement; all its rows. In a session that has not begun a
+    transaction it runs on an autocommit connection: no BEGIN and ROLLBACK round trips
+    (a lone statement sees one snapshot either way, as under READ COMMITTED)."""
+    session = db.session()  # this request's Session
+    if not session.in_transaction():
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return session.execute(statement, params).all()
+
+
 def in_ids(column, name):
     """column IN the list bound to `name`; on PostgreSQL `= ANY(array)`: one parameter,
     so one statement (and one prepared plan) whatever the number of ids."""

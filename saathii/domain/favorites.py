@@ -11,7 +11,7 @@ from ..errors import bad_request, not_found, unauthorized
 from ..events import Event, emit
 from ..extensions import db
 from ..models import Favorite, User, UserStatus
-from . import upsert
+from . import read, upsert
 
 
 
@@ -185,7 +185,7 @@ def _window(which, paged, upper, lower, ascending):
 
 
 def _read(statement, **params):
-    return db.session.execute(statement, params).all()
+    return read(statement, params)
 
 
 def _window_rows(caller_id, which, paged=False, upper=None, lower=None, ascending=False,

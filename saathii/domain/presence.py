@@ -9,7 +9,7 @@ from ..fields import is_id
 from ..events import Event, emit
 from ..extensions import db
 from ..models import User, UserStatus
-from . import beats, in_ids, prebuilt
+from . import beats, in_ids, prebuilt, read
 
 MAX_BATCH = 100
 MAX_ATTEMPTS = 5
@@ -157,8 +157,7 @@ def _presence_statement():
 
 
 def _presences(caller_id, user_ids):
-    rows = db.session.execute(_presence_statement(), {"caller": caller_id,
-                                                      "ids": list(user_ids)}).all()
+    rows = read(_presence_statement(), {"caller": caller_id, "ids": list(user_ids)})
     if not rows:
         raise unauthorized()
     return [_presence(*row) for row in rows if row[0] is not None]
