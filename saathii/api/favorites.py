@@ -27,10 +27,11 @@ def _action(listener, is_favorited, message):
 
 @bp.post("/add")
 @favorite_changes_limit
+@checks_user_itself
 def add():
     """Add a listener to the caller's favorites."""
-    listener_id = json_body(favorite_request_schema)["listener_id"]
-    listener, created = favorites.add_favorite(current_user(), listener_id)
+    listener_id = parsed(json_body, favorite_request_schema)["listener_id"]
+    listener, created = favorites.add_favorite(g.user_id, listener_id)
     db.session.commit()
     message = (f"Successfully added {listener.username} to favorites" if created
                else f"Already favorited {listener.username}")
@@ -39,10 +40,11 @@ def add():
 
 @bp.delete("/remove")
 @favorite_changes_limit
+@checks_user_itself
 def remove():
     """Remove a listener from the caller's favorites."""
-    listener_id = json_body(favorite_request_schema)["listener_id"]
-    listener, removed = favorites.remove_favorite(current_user(), listener_id)
+    listener_id = parsed(json_body, favorite_request_schema)["listener_id"]
+    listener, removed = favorites.remove_favorite(g.user_id, listener_id)
     db.session.commit()
     message = (f"Successfully removed {listener.username} from favorites" if removed
                else f"{listener.username} was not in favorites")

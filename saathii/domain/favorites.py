@@ -11,7 +11,7 @@ from ..errors import bad_request, not_found, unauthorized
 from ..events import Event, emit
 from ..extensions import db
 from ..models import Favorite, User, UserStatus
-from . import read, upsert
+from . import prebuilt, read, upsert
 
 
 
@@ -22,10 +22,32 @@ def _find_user(user_id):
     return user
 
 
-def _changed(user):
+@prebuilt
+def _two_users():
+    return sa.select(User.id, User.username, User.role, User.is_active).where(
+        User.id.in_([sa.bindparam("caller"), sa.bindparam("listener")]))
+
+
+def _caller_and_user(caller_id, user_id):
+    """The caller (401 if their account is gone) and another user (or None), in one
+    query: a change to favorites checks the caller's account itself."""
+    found = {row.id: row for row in db.session.execute(
+        _two_users(), {"caller": caller_id, "listener": user_id})}
+    caller = found.get(caller_id)
+    if caller is None or not caller.is_active:
+        raise unauthorized()
+    return caller, found.get(user_id)
+
+
+@prebuilt
+def _bump_version():
+    return (sa.update(User).where(User.id == sa.bindparam("caller"))
+            .values(favorites_version=User.favorites_version + 1))
+
+
+def _changed(caller):
     """Move the user's favorites version: their cached list counts are stale everywhere."""
-    db.session.execute(sa.update(User).where(User.id == user.id)
-                       .values(favorites_version=User.favorites_version + 1))
+    db.session.execute(_bump_version(), {"caller": caller.id})
 
 
 def _favorite_event(kind, user, listener_id):
@@ -38,36 +60,50 @@ def _favorite_event(kind, user, listener_id):
     ), store=True)
 
 
-def add_favorite(user, listener_id):
-    """Favorite a listener; return (listener, created). Idempotent."""
-    if listener_id == user.id:
-        raise bad_request("Cannot favorite yourself")
-    listener = db.session.get(User, listener_id)
-    if listener is None or not listener.is_listener or not listener.is_active:
-        raise not_found("Listener not found")
-    statement = (
+@prebuilt
+def _insert_favorite():
+    return (
         upsert(Favorite)
-        .values(user_id=user.id, listener_id=listener_id, created_at=clock.now())
+        .values(user_id=sa.bindparam("caller"), listener_id=sa.bindparam("listener"),
+                created_at=sa.bindparam("now", type_=Favorite.created_at.type))
         .on_conflict_do_nothing(index_elements=["user_id", "listener_id"])
         .returning(Favorite.id)
     )
-    created = db.session.execute(statement).scalar() is not None
-    if created:
-        _changed(user)
-        _favorite_event("added", user, listener_id)
-    return listener, created
 
 
-def remove_favorite(user, listener_id):
-    """Unfavorite a user; return (listener, removed). Idempotent."""
-    listener = _find_user(listener_id)
-    statement = sa.delete(Favorite).where(
-        Favorite.user_id == user.id, Favorite.listener_id == listener_id
-    )
-    removed = db.session.execute(statement).rowcount > 0
+@prebuilt
+def _delete_favorite():
+    return sa.delete(Favorite).where(Favorite.user_id == sa.bindparam("caller"),
+                                     Favorite.listener_id == sa.bindparam("listener"))
+
+
+def add_favorite(caller_id, listener_id):
+    """Favorite a listener; return (listener, created). Idempotent. 401 if the caller's
+    account is gone."""
+    caller, listener = _caller_and_user(caller_id, listener_id)
+    if listener_id == caller_id:
+        raise bad_request("Cannot favorite yourself")
+    if listener is None or listener.role != "listener" or not listener.is_active:
+        raise not_found("Listener not found")
+    created = db.session.execute(_insert_favorite(), {
+        "caller": caller_id, "listener": listener_id, "now": clock.now()}).scalar()
+    if created is not None:
+        _changed(caller)
+        _favorite_event("added", caller, listener_id)
+    return listener, created is not None
+
+
+def remove_favorite(caller_id, listener_id):
+    """Unfavorite a user; return (listener, removed). Idempotent. 401 if the caller's
+    account is gone."""
+    caller, listener = _caller_and_user(caller_id, listener_id)
+    if listener is None:
+        raise not_found("Listener not found")
+    removed = db.session.execute(_delete_favorite(), {
+        "caller": caller_id, "listener": listener_id}).rowcount > 0
     if removed:
-        _changed(user)
-        _favorite_event("removed", user, listener_id)
+        _changed(caller)
+        _favorite_event("removed", caller, listener_id)
     return listener, removed
 
 
