@@ -98,7 +98,7 @@ def emit(event, store=False):
     A stored event is also written, in the same transaction, for replay to its recipient.
     """
     if store:
-        event.id = db.session.execute(STORE_EVENT, {
+        event.id = db.session.connection().execute(STORE_EVENT, {
             "user_id": event.subject_id, "type": event.type, "data": jsonable(event.data),
             "created_at": event.timestamp}).scalar_one()
     db.session.info.setdefault(PENDING_KEY, []).append(event)
