@@ -40,10 +40,11 @@ class Config:
         DEV_JWT_SECRET if SAATHII_ENV != "production" else None
     )
     # Each gevent worker serves many requests at once: give it enough connections.
+    # (PostgreSQL connections are checked on checkout by saathii.database, not pre-pinged.)
     SQLALCHEMY_ENGINE_OPTIONS = {
-        "pool_pre_ping": True,
-        "pool_size": _int("DB_POOL_SIZE", 10),
-        "max_overflow": _int("DB_MAX_OVERFLOW", 20),
+        "pool_pre_ping": False,
+        "pool_size": _int("DB_POOL_SIZE", 20),
+        "max_overflow": _int("DB_MAX_OVERFLOW", 10),
         "pool_timeout": _int("DB_POOL_TIMEOUT_SECONDS", 10),
     }
     SQLITE_BUSY_TIMEOUT_MS = _int("SQLITE_BUSY_TIMEOUT_MS", 5000)

@@ -10,7 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config
 
-from . import events, limits, realtime, scheduler
+from . import database, events, limits, realtime, scheduler
 from .errors import bad_request, register_error_handlers
 from .extensions import db, migrate, sock
 from .logs import configure_logging
@@ -76,6 +76,7 @@ def create_app(config_class=Config):
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
 
     db.init_app(app)
+    database.init_app(app)
     migrate.init_app(app, db, directory=str(app.config["MIGRATIONS_DIR"]))
     sock.init_app(app)
     limits.init_app(app)

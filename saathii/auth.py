@@ -7,7 +7,9 @@ import jwt
 import sqlalchemy as sa
 from flask import current_app, g, request
 
-from .errors import unauthorized
+from marshmallow import ValidationError
+
+from .errors import APIError, unauthorized
 from .extensions import db
 from .models import User
 
@@ -125,6 +127,16 @@ def require_user():
     view = current_app.view_functions.get(request.endpoint)
     if not getattr(view, "checks_user_itself", False):
         current_user()
+
+
+def parsed(parse, *args):
+    """Run a request parser in a view that checks the caller itself: if it refuses the
+    request, a caller whose account is gone still gets 401 first, as with require_user."""
+    try:
+        return parse(*args)
+    except (APIError, ValidationError):
+        current_user()
+        raise
 
 
 def current_user():

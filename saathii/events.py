@@ -88,17 +88,19 @@ def bus():
     return current_app.extensions["saathii_events"]
 
 
+# One INSERT ... RETURNING, built once (no unit of work for a row nobody reads back).
+STORE_EVENT = sa.insert(FeedEvent).returning(FeedEvent.id)
+
+
 def emit(event, store=False):
     """Queue an event; it is published when the current transaction commits.
 
     A stored event is also written, in the same transaction, for replay to its recipient.
     """
     if store:
-        row = FeedEvent(user_id=event.subject_id, type=event.type,
-                        data=jsonable(event.data), created_at=event.timestamp)
-        db.session.add(row)
-        db.session.flush()
-        event.id = row.id
+        event.id = db.session.connection().execute(STORE_EVENT, {
+            "user_id": event.subject_id, "type": event.type, "data": jsonable(event.data),
+            "created_at": event.timestamp}).scalar_one()
     db.session.info.setdefault(PENDING_KEY, []).append(event)
 
 

@@ -4,9 +4,10 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
 
 from saathii.extensions import db
-from saathii.models import User
+from saathii.models import Favorite, User
 
 from .conftest import TEST_SECRET, in_future
 
@@ -103,6 +104,38 @@ def test_token_of_a_removed_user(client, app, customer, change):
     response = client.get("/favorites", headers=customer.headers)
     assert response.status_code == 401
     assert response.json == INVALID
+
+
+@pytest.mark.parametrize("change", ["deactivate", "delete"])
+@pytest.mark.parametrize("path", [
+    "/favorites?page=1&per_page=20", "/favorites?limit=5&max_id=100",
+    "/favorites?min_id=1", "/favorites?pgae=2", "/users/presence?user_ids=1,2",
+    "/users/presence?user_ids=x", "/users/1/presence", "/users/x/presence",
+])
+def test_views_that_check_the_account_in_their_own_query(client, app, customer, listener,
+                                                          change, path):
+    assert client.get(path.replace("1", str(listener.id), 1),
+                      headers=customer.headers).status_code in (200, 400)
+    remove_user(app, customer.id, change)
+    response = client.get(path, headers=customer.headers)
+    assert response.status_code == 401  # even when the request itself is malformed
+    assert response.json == INVALID
+
+
+@pytest.mark.parametrize("change", ["deactivate", "delete"])
+@pytest.mark.parametrize("method,path", [("POST", "/favorites/add"),
+                                         ("DELETE", "/favorites/remove")])
+@pytest.mark.parametrize("body", ["listener", "self", "unknown", "malformed"])
+def test_favorite_changes_check_the_account_first(client, app, customer, listener, change,
+                                                  method, path, body):
+    remove_user(app, customer.id, change)
+    payload = {"listener": {"listener_id": listener.id}, "self": {"listener_id": customer.id},
+               "unknown": {"listener_id": 999_999}, "malformed": {"listener": "x"}}[body]
+    response = client.open(path, method=method, json=payload, headers=customer.headers)
+    assert response.status_code == 401
+    assert response.json == INVALID
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Favorite)) == 0
 
 
 def test_secret_is_the_configured_one(app):

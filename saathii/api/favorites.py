@@ -1,7 +1,7 @@
 """Favorites endpoints: add, remove, check and list a user's favorite listeners."""
-from flask import Blueprint
+from flask import Blueprint, g
 
-from ..auth import current_user, require_user
+from ..auth import checks_user_itself, current_user, parsed, require_user
 from ..domain import favorites
 from ..extensions import db
 from ..limits import favorite_changes_limit
@@ -27,10 +27,11 @@ def _action(listener, is_favorited, message):
 
 @bp.post("/add")
 @favorite_changes_limit
+@checks_user_itself
 def add():
     """Add a listener to the caller's favorites."""
-    listener_id = json_body(favorite_request_schema)["listener_id"]
-    listener, created = favorites.add_favorite(current_user(), listener_id)
+    listener_id = parsed(json_body, favorite_request_schema)["listener_id"]
+    listener, created = favorites.add_favorite(g.user_id, listener_id)
     db.session.commit()
     message = (f"Successfully added {listener.username} to favorites" if created
                else f"Already favorited {listener.username}")
@@ -39,10 +40,11 @@ def add():
 
 @bp.delete("/remove")
 @favorite_changes_limit
+@checks_user_itself
 def remove():
     """Remove a listener from the caller's favorites."""
-    listener_id = json_body(favorite_request_schema)["listener_id"]
-    listener, removed = favorites.remove_favorite(current_user(), listener_id)
+    listener_id = parsed(json_body, favorite_request_schema)["listener_id"]
+    listener, removed = favorites.remove_favorite(g.user_id, listener_id)
     db.session.commit()
     message = (f"Successfully removed {listener.username} from favorites" if removed
                else f"{listener.username} was not in favorites")
@@ -58,21 +60,22 @@ def check(listener_id):
 
 
 @bp.get("")
+@checks_user_itself
 def index():
     """The caller's favorites, newest first, by page number or by cursor."""
-    args = query_args(favorites_query_schema)
+    args = parsed(query_args, favorites_query_schema)
     filters = {name: args[name] for name in ("online_only", "available_only")}
     base = {name: "true" for name, on in filters.items() if on}
     if "page" in args or "per_page" in args:
         page, per_page = args.get("page", 1), args.get("per_page", DEFAULT_PER_PAGE)
-        result = favorites.favorites_page(current_user(), page, per_page, **filters)
+        result = favorites.favorites_page(g.user_id, page, per_page, **filters)
         link = page_links(base, page, per_page, result.total_count, result.has_next)
     else:
         # No page number: the head of the list, linked by cursor so a client that
         # follows Link headers never skips or repeats a favorite.
         page, per_page = None, args.get("limit", DEFAULT_PER_PAGE)
         cursor = {name: args[name] for name in CURSOR_PARAMS[1:] if name in args}
-        result = favorites.favorites_by_cursor(current_user(), per_page, **cursor, **filters)
+        result = favorites.favorites_by_cursor(g.user_id, per_page, **cursor, **filters)
         link = cursor_links(base, per_page, result.items, result.has_next, args)
         if not cursor:
             page = 1
@@ -84,4 +87,3 @@ def index():
         "has_previous": result.has_previous,
     }
     return body, 200, {"Link": link}
-

@@ -5,7 +5,7 @@ under /users/me. Both are served.
 """
 from flask import Blueprint, g
 
-from ..auth import checks_user_itself, current_user, require_user
+from ..auth import checks_user_itself, current_user, parsed, require_user
 from ..domain import presence
 from ..extensions import db
 from ..limits import heartbeat_limit, presence_lookups_limit
@@ -35,9 +35,9 @@ def my_status():
 @checks_user_itself
 def heartbeat():
     """Mark the caller online and seen now."""
-    if not presence.beat(g.user_id):
+    if not presence.beat(g.user_id):  # committed already when it applied
         presence.heartbeat(current_user().id)
-    db.session.commit()
+        db.session.commit()
     return HEARTBEAT_RECEIVED
 
 
@@ -53,14 +53,17 @@ def update_my_status():
 
 @bp.get("/users/<user_id>/presence")
 @presence_lookups_limit
+@checks_user_itself
 def user_presence(user_id):
     """One user's presence."""
-    return presence.presence_for(path_id(user_id, "user_id"))
+    return presence.presence_for(g.user_id, parsed(path_id, user_id, "user_id"))
 
 
 @bp.get("/users/presence")
 @presence_lookups_limit
+@checks_user_itself
 def batch_presence():
     """Presence of up to 100 users, ordered by user id; unknown ids are left out."""
-    user_ids = presence.parse_user_ids(query_args(user_ids_query_schema)["user_ids"])
-    return presence.presence_batch(user_ids)
+    user_ids = parsed(lambda: presence.parse_user_ids(
+        query_args(user_ids_query_schema)["user_ids"]))
+    return presence.presence_batch(g.user_id, user_ids)

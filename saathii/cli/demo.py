@@ -37,8 +37,8 @@ def seed():
     customers = [_user(profile, "customer") for profile in CUSTOMERS]
     db.session.flush()
     for listener in listeners[:3]:
-        favorites.add_favorite(customers[0], listener.id)
-    favorites.add_favorite(customers[1], listeners[0].id)
+        favorites.add_favorite(customers[0].id, listener.id)
+    favorites.add_favorite(customers[1].id, listeners[0].id)
     presence.heartbeat(listeners[0].id)
     presence.update_status(listeners[1].id, {"is_busy": True, "wait_time": 10})
     db.session.commit()

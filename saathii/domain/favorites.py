@@ -4,13 +4,14 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.orm import aliased
 
 from ..clock import clock, isoformat
-from ..errors import bad_request, not_found
+from ..errors import bad_request, not_found, unauthorized
 from ..events import Event, emit
 from ..extensions import db
 from ..models import Favorite, User, UserStatus
-from . import upsert
+from . import prebuilt, read, upsert
 
 
 
@@ -21,10 +22,38 @@ def _find_user(user_id):
     return user
 
 
-def _changed(user):
+def _core():
+    """The session's connection, in its transaction: Core statements skip the ORM's
+    bulk-statement layer, which costs more than these one-row statements."""
+    return db.session.connection()
+
+
+@prebuilt
+def _two_users():
+    return sa.select(User.id, User.username, User.role, User.is_active).where(
+        User.id.in_([sa.bindparam("caller"), sa.bindparam("listener")]))
+
+
+def _caller_and_user(caller_id, user_id):
+    """The caller (401 if their account is gone) and another user (or None), in one
+    query: a change to favorites checks the caller's account itself."""
+    found = {row.id: row for row in _core().execute(
+        _two_users(), {"caller": caller_id, "listener": user_id})}
+    caller = found.get(caller_id)
+    if caller is None or not caller.is_active:
+        raise unauthorized()
+    return caller, found.get(user_id)
+
+
+@prebuilt
+def _bump_version():
+    return (sa.update(User).where(User.id == sa.bindparam("caller"))
+            .values(favorites_version=User.favorites_version + 1))
+
+
+def _changed(caller):
     """Move the user's favorites version: their cached list counts are stale everywhere."""
-    db.session.execute(sa.update(User).where(User.id == user.id)
-                       .values(favorites_version=User.favorites_version + 1))
+    _core().execute(_bump_version(), {"caller": caller.id})
 
 
 def _favorite_event(kind, user, listener_id):
@@ -37,36 +66,50 @@ def _favorite_event(kind, user, listener_id):
     ), store=True)
 
 
-def add_favorite(user, listener_id):
-    """Favorite a listener; return (listener, created). Idempotent."""
-    if listener_id == user.id:
-        raise bad_request("Cannot favorite yourself")
-    listener = db.session.get(User, listener_id)
-    if listener is None or not listener.is_listener or not listener.is_active:
-        raise not_found("Listener not found")
-    statement = (
+@prebuilt
+def _insert_favorite():
+    return (
         upsert(Favorite)
-        .values(user_id=user.id, listener_id=listener_id, created_at=clock.now())
+        .values(user_id=sa.bindparam("caller"), listener_id=sa.bindparam("listener"),
+                created_at=sa.bindparam("now", type_=Favorite.created_at.type))
         .on_conflict_do_nothing(index_elements=["user_id", "listener_id"])
         .returning(Favorite.id)
     )
-    created = db.session.execute(statement).scalar() is not None
-    if created:
-        _changed(user)
-        _favorite_event("added", user, listener_id)
-    return listener, created
 
 
-def remove_favorite(user, listener_id):
-    """Unfavorite a user; return (listener, removed). Idempotent."""
-    listener = _find_user(listener_id)
-    statement = sa.delete(Favorite).where(
-        Favorite.user_id == user.id, Favorite.listener_id == listener_id
-    )
-    removed = db.session.execute(statement).rowcount > 0
+@prebuilt
+def _delete_favorite():
+    return sa.delete(Favorite).where(Favorite.user_id == sa.bindparam("caller"),
+                                     Favorite.listener_id == sa.bindparam("listener"))
+
+
+def add_favorite(caller_id, listener_id):
+    """Favorite a listener; return (listener, created). Idempotent. 401 if the caller's
+    account is gone."""
+    caller, listener = _caller_and_user(caller_id, listener_id)
+    if listener_id == caller_id:
+        raise bad_request("Cannot favorite yourself")
+    if listener is None or listener.role != "listener" or not listener.is_active:
+        raise not_found("Listener not found")
+    created = _core().execute(_insert_favorite(), {
+        "caller": caller_id, "listener": listener_id, "now": clock.now()}).scalar()
+    if created is not None:
+        _changed(caller)
+        _favorite_event("added", caller, listener_id)
+    return listener, created is not None
+
+
+def remove_favorite(caller_id, listener_id):
+    """Unfavorite a user; return (listener, removed). Idempotent. 401 if the caller's
+    account is gone."""
+    caller, listener = _caller_and_user(caller_id, listener_id)
+    if listener is None:
+        raise not_found("Listener not found")
+    removed = _core().execute(_delete_favorite(), {
+        "caller": caller_id, "listener": listener_id}).rowcount > 0
     if removed:
-        _changed(user)
-        _favorite_event("removed", user, listener_id)
+        _changed(caller)
+        _favorite_event("removed", caller, listener_id)
     return listener, removed
 
 
@@ -95,29 +138,111 @@ class FavoritesSlice:
 
 # The columns of a list item, read as plain rows (no ORM objects on this hot path).
 ITEM_COLUMNS = (
-    Favorite.id, User.id, User.username, User.sex, User.bio, User.interests,
-    User.profile_image_url, User.preferred_language, User.rating, User.country,
-    UserStatus.is_online, UserStatus.last_seen, UserStatus.is_busy, UserStatus.wait_time,
-    Favorite.created_at,
+    Favorite.id.label("favorite_id"), User.id.label("user_id"), User.username, User.sex,
+    User.bio, User.interests, User.profile_image_url, User.preferred_language, User.rating,
+    User.country, UserStatus.is_online, UserStatus.last_seen, UserStatus.is_busy,
+    UserStatus.wait_time, Favorite.created_at.label("favorited_at"),
 )
 ONLINE = UserStatus.is_online == sa.true()
 AVAILABLE = sa.and_(ONLINE, UserStatus.is_busy == sa.false())
 
 
-def _filtered(user_id, online_only, available_only):
-    """The favorites query, one row per favorite, with the list filters applied."""
+def _filter(online_only, available_only):
+    return "available" if available_only else "online" if online_only else "all"
+
+
+def _filtered(which):
+    """The favorites of the user bound to :caller, one row per favorite, filtered."""
     query = (
         sa.select(*ITEM_COLUMNS)
         .join(User, User.id == Favorite.listener_id)
         # A listener whose status row is missing is shown as offline.
         .outerjoin(UserStatus, UserStatus.user_id == Favorite.listener_id)
-        .where(Favorite.user_id == user_id, User.is_active == sa.true())
+        .where(Favorite.user_id == sa.bindparam("caller"), User.is_active == sa.true())
     )
-    if available_only:
+    if which == "available":
         query = query.where(AVAILABLE)
-    elif online_only:
+    elif which == "online":
         query = query.where(ONLINE)
     return query
+
+
+# Statements built once per backend and shape (see prebuilt): building one costs more
+# than running it.
+_statements = {}
+
+
+def _statement(*shape):
+    key = (db.engine.dialect.name, *shape)
+    found = _statements.get(key)
+    if found is None:
+        found = _statements[key] = _build(*shape)
+    return found
+
+
+def _build(kind, which, *shape):
+    if kind == "window":
+        return _window(which, *shape)
+    query = _filtered(which)
+    if kind == "counts":
+        return query.with_only_columns(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(sa.case((ONLINE, 1), else_=0)), 0),
+            sa.func.coalesce(sa.func.sum(sa.case((AVAILABLE, 1), else_=0)), 0),
+        )
+    bound = sa.bindparam("bound")
+    compare = {"older": Favorite.id < bound, "newer": Favorite.id > bound,
+               "at_or_newer": Favorite.id >= bound}[shape[0]]
+    return sa.select(query.with_only_columns(Favorite.id).where(compare).exists())
+
+
+def _window(which, paged, upper, lower, ascending):
+    """The caller's account and one window of their favorites, in one statement.
+
+    The caller's row (active users only) is joined to the window, so a caller whose
+    account is gone gets no row at all, and one with no favorites here one empty row.
+    Paging from max_id alone also says whether any favorite lies at or above max_id
+    (has_previous), so that common case needs nothing more."""
+    window = _filtered(which)
+    if upper:
+        window = window.where(Favorite.id < sa.bindparam("max_id"))
+    if lower:
+        window = window.where(Favorite.id > sa.bindparam("lower"))
+    window = window.order_by(Favorite.id.asc() if ascending else Favorite.id.desc())
+    window = window.limit(sa.bindparam("limit"))
+    if paged:
+        window = window.offset(sa.bindparam("offset"))
+    page = window.subquery("page")
+    caller = aliased(User, name="caller")
+    columns = [caller.favorites_version, *page.c]
+    if upper and not lower and not ascending:
+        newer = _filtered(which).with_only_columns(Favorite.id).where(
+            Favorite.id >= sa.bindparam("max_id")).exists()
+        columns.append(newer.label("newer"))
+    return (
+        sa.select(*columns).select_from(caller).outerjoin(page, sa.true())
+        .where(caller.id == sa.bindparam("caller"), caller.is_active == sa.true())
+        .order_by(page.c.favorite_id.asc() if ascending else page.c.favorite_id.desc())
+    )
+
+
+def _read(statement, **params):
+    return read(statement, params)
+
+
+def _window_rows(caller_id, which, paged=False, upper=None, lower=None, ascending=False,
+                 **params):
+    """(favorites version, items, newer) of the caller's window; 401 if the account is
+    gone. `newer` is None unless the window is bounded by max_id alone."""
+    rows = _read(_statement("window", which, paged, upper is not None, lower is not None,
+                            ascending),
+                 caller=caller_id, max_id=upper, lower=lower, **params)
+    if not rows:
+        raise unauthorized()
+    first = rows[0]
+    items = [_item(*row[1:16]) for row in rows if row[1] is not None]
+    newer = first[16] if len(first) > 16 else None
+    return first[0], items, newer
 
 
 # Counts of a list, by (user id, favorites version, filters): (valid until, counts).
@@ -128,33 +253,29 @@ _counts_cache = {}
 MAX_CACHED_COUNTS = 50_000
 
 
-def _cached_counts(user, query, *filters):
+def _cached_counts(caller_id, version, which):
     seconds = current_app.config["FAVORITE_COUNTS_CACHE_SECONDS"]
     if seconds <= 0:
-        return _counts(query)
-    key = (user.id, user.favorites_version, *filters)
+        return _counts(caller_id, which)
+    key = (caller_id, version, which)
     now = clock.now()
     cached = _counts_cache.get(key)
     if cached is not None and cached[0] > now:
         return cached[1]
-    counts = _counts(query)
+    counts = _counts(caller_id, which)
     if len(_counts_cache) >= MAX_CACHED_COUNTS:
         _counts_cache.clear()
     _counts_cache[key] = (now + timedelta(seconds=seconds), counts)
     return counts
 
 
-def _counts(query):
-    counts = query.with_only_columns(
-        sa.func.count(),
-        sa.func.coalesce(sa.func.sum(sa.case((ONLINE, 1), else_=0)), 0),
-        sa.func.coalesce(sa.func.sum(sa.case((AVAILABLE, 1), else_=0)), 0),
-    )
-    return tuple(int(n) for n in db.session.execute(counts).one())
+def _counts(caller_id, which):
+    return tuple(int(n) for n in _read(_statement("counts", which), caller=caller_id)[0])
 
 
-def _rows(query):
-    return [_item(*row) for row in db.session.execute(query)]
+def _exists(caller_id, which, compare, bound):
+    return bool(_read(_statement("exists", which, compare), caller=caller_id,
+                      bound=bound)[0][0])
 
 
 def _item(favorite_id, user_id, username, sex, bio, interests, profile_image_url,
@@ -180,47 +301,43 @@ def _item(favorite_id, user_id, username, sex, bio, interests, profile_image_url
     }
 
 
-def favorites_page(user, page, per_page, online_only=False, available_only=False):
-    """Page `page` of the user's favorites, newest first."""
-    query = _filtered(user.id, online_only, available_only)
-    total, online, available = _cached_counts(user, query, online_only, available_only)
-    items = _rows(query.order_by(Favorite.id.desc()).offset((page - 1) * per_page).limit(per_page))
+def favorites_page(caller_id, page, per_page, online_only=False, available_only=False):
+    """Page `page` of the caller's favorites, newest first (401 if the account is gone)."""
+    which = _filter(online_only, available_only)
+    version, items, _ = _window_rows(caller_id, which, paged=True, limit=per_page,
+                                     offset=(page - 1) * per_page)
+    total, online, available = _cached_counts(caller_id, version, which)
     return FavoritesSlice(items, total, online, available,
                           has_next=page * per_page < total, has_previous=page > 1)
 
 
-def favorites_by_cursor(user, limit, max_id=None, since_id=None, min_id=None,
+def favorites_by_cursor(caller_id, limit, max_id=None, since_id=None, min_id=None,
                         online_only=False, available_only=False):
-    """Favorites by favorite id, as Mastodon pages them; always newest first."""
-    query = _filtered(user.id, online_only, available_only)
-    total, online, available = _cached_counts(user, query, online_only, available_only)
-    window = query
-    if max_id is not None:
-        window = window.where(Favorite.id < max_id)
+    """Favorites by favorite id, as Mastodon pages them; always newest first (401 if the
+    caller's account is gone)."""
+    which = _filter(online_only, available_only)
     lower = min_id if min_id is not None else since_id
-    if lower is not None:
-        window = window.where(Favorite.id > lower)
     # min_id wants the favorites just above it: walk upwards, then present newest first.
     ascending = min_id is not None
-    order = Favorite.id.asc() if ascending else Favorite.id.desc()
-    rows = _rows(window.order_by(order).limit(limit + 1))
+    version, rows, newer = _window_rows(caller_id, which, upper=max_id, lower=lower,
+                                        ascending=ascending, limit=limit + 1)
+    total, online, available = _cached_counts(caller_id, version, which)
     more = len(rows) > limit
     rows = rows[:limit]
     if ascending:
         rows.reverse()
-    if not rows:
+    if newer is None and max_id is not None and not rows:
         # Nothing in this window: anything newer lies at or above its upper bound.
-        newer = max_id is not None and _exists(query.where(Favorite.id >= max_id))
-        return FavoritesSlice([], total, online, available, False, newer)
+        newer = _exists(caller_id, which, "at_or_newer", max_id)
+    if not rows:
+        return FavoritesSlice([], total, online, available, False, bool(newer))
     newest, oldest = rows[0]["favorite_id"], rows[-1]["favorite_id"]
     # An extra row past the limit answers "is there more?" for the side the window is
-    # open on; a bounded side needs its own look.
+    # open on; a bounded side needs its own look (or came with the window: `newer`).
     older = more if not ascending and lower is None else _exists(
-        query.where(Favorite.id < oldest))
-    newer = more if ascending and max_id is None else _exists(
-        query.where(Favorite.id > newest))
-    return FavoritesSlice(rows, total, online, available, has_next=older, has_previous=newer)
-
-
-def _exists(query):
-    return db.session.scalar(sa.select(query.with_only_columns(Favorite.id).exists()))
+        caller_id, which, "older", oldest)
+    if newer is None:
+        newer = more if ascending and max_id is None else _exists(
+            caller_id, which, "newer", newest)
+    return FavoritesSlice(rows, total, online, available, has_next=older,
+                          has_previous=bool(newer))

@@ -1,14 +1,15 @@
 """Presence: who is online, busy or available, and the one place that changes it."""
 import sqlalchemy as sa
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import aliased, joinedload
 from sqlalchemy.orm.exc import StaleDataError
 
 from ..clock import clock, isoformat
-from ..errors import APIError, bad_request, not_found
+from ..errors import APIError, bad_request, not_found, unauthorized
 from ..fields import is_id
 from ..events import Event, emit
 from ..extensions import db
 from ..models import User, UserStatus
+from . import beats, in_ids, prebuilt, read
 
 MAX_BATCH = 100
 MAX_ATTEMPTS = 5
@@ -79,19 +80,11 @@ def heartbeat(user_id):
 
 
 def beat(user_id):
-    """The common heartbeat, of an active user already online, as one statement: it
+    """The common heartbeat, of an active user already online: written in one statement
+    with the beats that arrive meanwhile (see beats), committed before it returns; it
     changes no state, so it sends no event. Returns False when it did not apply (user
     offline, unknown or inactive): then heartbeat() must run."""
-    now = clock.now()
-    active = sa.exists().where(User.id == user_id, User.is_active == sa.true())
-    result = db.session.execute(
-        sa.update(UserStatus)
-        .where(UserStatus.user_id == user_id, UserStatus.is_online == sa.true(), active)
-        # The version moves too, so a sweep that read the old last_seen cannot apply.
-        .values(last_seen=now, updated_at=now, version=UserStatus.version + 1)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
+    return beats.batcher().beat(user_id)
 
 
 def update_status(user_id, changes):
@@ -144,12 +137,38 @@ def status_of(user_id):
     return status
 
 
-def presence_for(user_id):
-    """The presence of one user, or 404."""
-    status = db.session.get(UserStatus, user_id)
-    if status is None or not status.user.is_active:
+@prebuilt
+def _presence_statement():
+    """The presence of the active users among :ids, joined to the caller's account: no
+    row at all when the caller's account is gone, one empty row when none is found."""
+    found = (
+        sa.select(UserStatus.user_id, User.username, UserStatus.is_online,
+                  UserStatus.is_busy, UserStatus.wait_time, UserStatus.last_seen)
+        .join(User, User.id == UserStatus.user_id)
+        .where(in_ids(UserStatus.user_id, "ids"), User.is_active == sa.true())
+        .subquery("found")
+    )
+    caller = aliased(User, name="caller")
+    return (
+        sa.select(*found.c).select_from(caller).outerjoin(found, sa.true())
+        .where(caller.id == sa.bindparam("caller"), caller.is_active == sa.true())
+        .order_by(found.c.user_id)
+    )
+
+
+def _presences(caller_id, user_ids):
+    rows = read(_presence_statement(), {"caller": caller_id, "ids": list(user_ids)})
+    if not rows:
+        raise unauthorized()
+    return [_presence(*row) for row in rows if row[0] is not None]
+
+
+def presence_for(caller_id, user_id):
+    """The presence of one user, or 404 (401 if the caller's account is gone)."""
+    found = _presences(caller_id, [user_id])
+    if not found:
         raise not_found("User status not found")
-    return presence_of(status)
+    return found[0]
 
 
 def parse_user_ids(raw):
@@ -162,13 +181,7 @@ def parse_user_ids(raw):
     return sorted({int(part) for part in parts})
 
 
-def presence_batch(user_ids):
-    """Presence of the known users among user_ids, ordered by user id, in one query."""
-    rows = db.session.execute(
-        sa.select(UserStatus.user_id, User.username, UserStatus.is_online, UserStatus.is_busy,
-                  UserStatus.wait_time, UserStatus.last_seen)
-        .join(User, User.id == UserStatus.user_id)
-        .where(UserStatus.user_id.in_(user_ids), User.is_active == sa.true())
-        .order_by(UserStatus.user_id)
-    )
-    return [_presence(*row) for row in rows]
+def presence_batch(caller_id, user_ids):
+    """Presence of the known users among user_ids, ordered by user id, in one query with
+    the caller's account check (401 if it is gone)."""
+    return _presences(caller_id, user_ids)

@@ -1,0 +1,110 @@
+"""Heartbeats of users already online, written together (group commit).
+
+A beat that arrives while another batch is being written joins the next batch; each
+batch is one UPDATE and one commit, however many beats it holds. A beat is answered only
+once its batch has committed, so none is ever lost (a worker dying loses no acknowledged
+beat), every reader sees it at once, and the sweeper's version check works as for a
+single beat. Without concurrent beats a batch holds one beat: nothing waits for a timer.
+"""
+import threading
+
+import sqlalchemy as sa
+from flask import current_app
+
+from ..clock import clock
+from ..extensions import db
+from ..models import User, UserStatus
+from . import in_ids, prebuilt
+
+KEY = "saathii_beats"
+WAIT_SECONDS = 60  # a safety net: a batch commits or fails long before this
+
+
+class Batch:
+    """Beats written by one statement: its first beat writes it, the others wait."""
+
+    __slots__ = ("user_ids", "turn", "done", "applied", "error")
+
+    def __init__(self):
+        self.user_ids = []
+        self.turn = threading.Event()  # the previous batch is written: this one may go
+        self.done = threading.Event()
+        self.applied = frozenset()
+        self.error = None
+
+
+class BeatBatcher:
+    """Collects concurrent beats into batches; one batch is written at a time."""
+
+    def __init__(self, write):
+        self.write = write
+        self.lock = threading.Lock()
+        self.open = None  # the batch that beats join now
+        self.writing = False
+
+    def beat(self, user_id):
+        """Record a beat once its batch commits; return whether it applied (the user is
+        active and online); raise what the write raised."""
+        with self.lock:
+            batch, first = self.open, self.open is None
+            if first:
+                batch = self.open = Batch()
+                go = not self.writing
+                self.writing = True
+            batch.user_ids.append(user_id)
+        if first:
+            if not go and not batch.turn.wait(WAIT_SECONDS):
+                raise RuntimeError("heartbeat batch never got its turn")
+            self._write(batch)
+        elif not batch.done.wait(WAIT_SECONDS):
+            raise RuntimeError("heartbeat batch was never written")
+        if batch.error is not None:
+            raise batch.error
+        return user_id in batch.applied
+
+    def _write(self, batch):
+        with self.lock:
+            self.open = None  # closed: later beats start the next batch
+        try:
+            batch.applied = frozenset(self.write(batch.user_ids))
+        except BaseException as err:  # noqa: BLE001 - every beat of the batch gets it
+            batch.error = err
+            raise
+        finally:
+            with self.lock:
+                following = self.open
+                self.writing = following is not None
+            batch.done.set()
+            if following is not None:
+                following.turn.set()
+
+
+@prebuilt
+def _beats_statement():
+    active = sa.exists().where(User.id == UserStatus.user_id, User.is_active == sa.true())
+    now = sa.bindparam("now", type_=UserStatus.last_seen.type)
+    return (
+        sa.update(UserStatus)
+        .where(in_ids(UserStatus.user_id, "ids"), UserStatus.is_online == sa.true(), active)
+        # The version moves too, so a sweep that read the old last_seen cannot apply.
+        .values(last_seen=now, updated_at=now, version=UserStatus.version + 1)
+        .returning(UserStatus.user_id)
+    )
+
+
+def write_beats(user_ids):
+    """Mark these users seen now, those of them active and online, in one statement and
+    one commit; return the ids it updated. It changes no state, so it sends no event."""
+    with db.engine.begin() as connection:
+        rows = connection.execute(_beats_statement(), {"ids": list(user_ids),
+                                                       "now": clock.now()})
+        return [row[0] for row in rows]
+
+
+def batcher():
+    """The app's batcher."""
+    extensions = current_app.extensions
+    found = extensions.get(KEY)
+    if found is None:
+        found = extensions.setdefault(KEY, BeatBatcher(write_beats))
+    return found
