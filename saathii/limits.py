@@ -4,6 +4,7 @@ from flask_limiter.util import get_remote_address
 
 from .auth import bearer_token, user_id_for_token
 from .extensions import limiter
+from .limit_counters import ProcessCounters  # noqa: F401 - registers process-memory://
 
 
 def caller_key():
@@ -25,7 +26,7 @@ presence_lookups_limit = _limit("RATELIMIT_PRESENCE_LOOKUPS", "presence-lookups"
 def init_app(app):
     """Bind the limiter; its storage is Redis when REDIS_URL is set, memory otherwise."""
     config = app.config
-    config.setdefault("RATELIMIT_STORAGE_URI", config.get("REDIS_URL") or "memory://")
+    config.setdefault("RATELIMIT_STORAGE_URI", config.get("REDIS_URL") or "process-memory://")
     config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     # If Redis fails, count in memory for a while rather than fail requests.
     config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)

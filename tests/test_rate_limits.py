@@ -71,3 +71,44 @@ def test_the_limit_holds_across_processes_with_redis(web_process, listener):
              for server in (server_a, server_b, server_a, server_b, server_a)]
     assert [status for status, _ in codes] == [200, 200, 200, 200, 429]
     assert codes[-1][1] == {"detail": "Too many requests"}
+
+
+class FakeTime:
+    """Stands in for the time module the counters read."""
+
+    def __init__(self):
+        self.now = 1_000.0
+
+    def time(self):
+        return self.now
+
+
+def test_process_counters_open_a_new_window_when_one_ends(monkeypatch):
+    from saathii import limit_counters
+    fake = FakeTime()
+    monkeypatch.setattr(limit_counters, "time", fake)
+    counters = limit_counters.ProcessCounters()
+    assert [counters.incr("user:1", 60) for _ in range(3)] == [1, 2, 3]
+    assert counters.incr("user:2", 60) == 1
+    assert (counters.get("user:1"), counters.get_expiry("user:1")) == (3, 1_060.0)
+    fake.now = 1_059.9
+    assert counters.incr("user:1", 60) == 4
+    fake.now = 1_060.0  # the window has ended: counting starts again
+    assert counters.get("user:1") == 0
+    assert counters.get_expiry("user:1") == 1_060.0
+    assert counters.incr("user:1", 60) == 1
+    assert counters.get_expiry("user:1") == 1_120.0
+    # The sweep, at most once a minute, drops counters whose window ended.
+    assert set(counters.counters) == {"user:1"}
+    counters.clear("user:1")
+    assert counters.get("user:1") == 0
+    assert counters.reset() == 0
+
+
+def test_limits_count_in_process_counters_without_redis(app):
+    from saathii.extensions import limiter
+    from saathii.limit_counters import ProcessCounters
+    if app.config.get("REDIS_URL"):
+        pytest.skip("REDIS_URL is set: the counters live in Redis")
+    with app.app_context():
+        assert isinstance(limiter.storage, ProcessCounters)
