@@ -36,6 +36,6 @@ def isoformat(value):
     """Write a datetime as ISO 8601 UTC with a Z suffix (None stays None)."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+    if value.tzinfo is None:  # stored naive, in UTC
+        return value.isoformat(timespec="milliseconds") + "Z"
     return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

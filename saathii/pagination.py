@@ -1,16 +1,23 @@
 """RFC 8288 Link headers for paged and cursor-paged lists."""
 from math import ceil
+from urllib.parse import urlencode
 
 from flask import request, url_for
 
-
-def _url(params):
-    args = {name: value for name, value in params.items() if value is not None}
-    return url_for(request.endpoint, _external=True, **args)
+# What Werkzeug leaves unquoted in a query string, so links read as url_for writes them.
+QUERY_SAFE = "!$'()*,/:;?@"
 
 
 def _header(links):
-    return ", ".join(f'<{_url(params)}>; rel="{rel}"' for rel, params in links.items())
+    # One url_for for the endpoint; each link only adds its own query string.
+    endpoint = url_for(request.endpoint, _external=True)
+    return ", ".join(
+        f'<{endpoint}?{urlencode(_present(params), safe=QUERY_SAFE)}>; rel="{rel}"'
+        for rel, params in links.items())
+
+
+def _present(params):
+    return [(name, value) for name, value in params.items() if value is not None]
 
 
 def page_links(base, page, per_page, total, has_next):
