@@ -13,6 +13,7 @@ from config import Config
 from . import database, events, limits, realtime, scheduler
 from .errors import bad_request, register_error_handlers
 from .extensions import db, migrate, sock
+from .json_provider import OrjsonProvider
 from .logs import configure_logging
 
 MIN_SECRET_BYTES = 32
@@ -63,13 +64,13 @@ def check_host():
 def create_app(config_class=Config):
     """Build the Flask application."""
     app = Flask(__name__, static_folder=None)
+    app.json = OrjsonProvider(app)
     app.config.from_object(config_class)
     check_config(app.config)
     app.config["SOCK_SERVER_OPTIONS"] = {
         "ping_interval": app.config["FEED_PING_INTERVAL_SECONDS"],
         "max_message_size": app.config["FEED_MAX_MESSAGE_BYTES"],
     }
-    app.json.sort_keys = False
     configure_logging(app.config.get("LOG_LEVEL", "INFO"))
     _prepare_database(app.config)
     if app.config.get("PROXY_FIX"):

@@ -1,6 +1,8 @@
 """Database connections: a pooled PostgreSQL connection is checked without a round trip."""
 import select
 
+import orjson
+from psycopg.types.json import set_json_loads
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 
@@ -40,7 +42,9 @@ def check_connections(engine):
 
 
 def init_app(app):
-    """Install the connection check on the app's PostgreSQL engines."""
+    """Install the connection check on the app's PostgreSQL engines, and have psycopg
+    read JSON columns (a listener's interests) with orjson."""
+    set_json_loads(orjson.loads)
     with app.app_context():
         for engine in db.engines.values():
             if engine.dialect.name == "postgresql":

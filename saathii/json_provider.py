@@ -1,0 +1,25 @@
+"""JSON responses written by orjson, with Flask's own rules for what it cannot write."""
+import orjson
+from flask.json.provider import DefaultJSONProvider
+
+# Dates, datetimes and dataclasses go through Flask's `default`, exactly as before;
+# orjson writes the rest several times faster than the json module.
+OPTIONS = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+           | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_APPEND_NEWLINE)
+
+
+class OrjsonProvider(DefaultJSONProvider):
+    """Flask's JSON provider with orjson writing compact responses."""
+
+    sort_keys = False
+
+    def response(self, *args, **kwargs):
+        """A JSON response of the arguments, as Flask's provider makes it."""
+        if self.compact is False or (self.compact is None and self._app.debug):
+            return super().response(*args, **kwargs)  # indented for people
+        obj = self._prepare_response_obj(args, kwargs)
+        try:
+            body = orjson.dumps(obj, default=self.default, option=OPTIONS)
+        except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits
+            return super().response(*args, **kwargs)
+        return self._app.response_class(body, mimetype=self.mimetype)
