@@ -1,5 +1,5 @@
 """Per-user rate limits (Flask-Limiter): heartbeats, favorite changes, presence look-ups."""
-from flask import current_app
+from flask import current_app, request
 from flask_limiter.util import get_remote_address
 
 from .auth import bearer_token, user_id_for_token
@@ -14,8 +14,22 @@ def caller_key():
 
 
 def _limit(setting, scope):
-    return limiter.shared_limit(lambda: current_app.config[setting], scope=scope,
-                                key_func=caller_key)
+    shared = limiter.shared_limit(lambda: current_app.config[setting], scope=scope,
+                                  key_func=caller_key)
+
+    def decorate(view):
+        limited = shared(view)
+        limited.rate_limited = True
+        return limited
+
+    return decorate
+
+
+@limiter.request_filter
+def _unlimited():
+    """Exempt the views no limit applies to: the limiter then skips resolving limits."""
+    view = current_app.view_functions.get(request.endpoint)
+    return not getattr(view, "rate_limited", False)
 
 
 heartbeat_limit = _limit("RATELIMIT_HEARTBEAT", "heartbeat")
