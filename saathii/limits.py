@@ -1,5 +1,7 @@
 """Per-user rate limits (Flask-Limiter): heartbeats, favorite changes, presence look-ups."""
-from flask import current_app, request
+from functools import wraps
+
+from flask import current_app, g
 from flask_limiter.util import get_remote_address
 
 from .auth import bearer_token, user_id_for_token
@@ -19,17 +21,23 @@ def _limit(setting, scope):
 
     def decorate(view):
         limited = shared(view)
-        limited.rate_limited = True
-        return limited
+
+        @wraps(view)
+        def counted(*args, **kwargs):
+            g.rate_limited_view = True  # the limiter counts this request (see below)
+            return limited(*args, **kwargs)
+
+        return counted
 
     return decorate
 
 
 @limiter.request_filter
-def _unlimited():
-    """Exempt the views no limit applies to: the limiter then skips resolving limits."""
-    view = current_app.view_functions.get(request.endpoint)
-    return not getattr(view, "rate_limited", False)
+def _outside_limited_views():
+    """Every limit here is on a view (no default or application-wide limits), so the
+    limiter's own before-request pass has nothing to count: skip it, and let it work
+    only inside a limited view."""
+    return not g.get("rate_limited_view", False)
 
 
 heartbeat_limit = _limit("RATELIMIT_HEARTBEAT", "heartbeat")

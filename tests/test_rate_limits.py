@@ -112,3 +112,17 @@ def test_limits_count_in_process_counters_without_redis(app):
         pytest.skip("REDIS_URL is set: the counters live in Redis")
     with app.app_context():
         assert isinstance(limiter.storage, ProcessCounters)
+
+
+def test_a_limited_answer_says_what_is_left_and_others_carry_no_limit(limited, listener):
+    beat = limited.post("/both/status/heartbeat", headers=listener.headers)
+    assert beat.status_code == 200
+    assert beat.json == {"message": "Heartbeat received"}
+    assert beat.headers["X-RateLimit-Limit"] == "3"
+    assert beat.headers["X-RateLimit-Remaining"] == "2"
+    mine = limited.get("/both/status/me", headers=listener.headers)
+    assert mine.status_code == 200
+    assert mine.json["is_online"] is True
+    assert "X-RateLimit-Limit" not in mine.headers
+    beat = limited.post("/users/me/heartbeat", headers=listener.headers)
+    assert beat.headers["X-RateLimit-Remaining"] == "1"  # the read above counted nothing
