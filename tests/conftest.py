@@ -101,6 +101,34 @@ def client(app):
     return app.test_client()
 
 
+@pytest.fixture
+def executed(app, monkeypatch):
+    """Every SQL statement the app sends from now on, in order. On PostgreSQL they are
+    read off psycopg's cursors (hot reads bypass SQLAlchemy's execution), elsewhere off
+    SQLAlchemy's before_cursor_execute."""
+    statements = []
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name == "postgresql":
+        import psycopg
+        execute = psycopg.Cursor.execute
+
+        def recording(cursor, query, params=None, **kwargs):
+            statements.append(query)
+            return execute(cursor, query, params, **kwargs)
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", recording)
+        yield statements
+        return
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    yield statements
+    sa.event.remove(engine, "before_cursor_execute", record)
+
+
 @dataclass
 class Account:
     """A user the tests act as."""

@@ -57,7 +57,9 @@ def test_connections_dropped_while_idle_are_replaced(postgres, pings, client, li
     assert pings  # the dropped connection was noticed, pinged and replaced
 
 
-def test_reads_run_without_a_transaction_and_leave_none_behind(app, client, customer):
+def test_reads_run_without_a_transaction_and_leave_none_behind(app, config, client, customer):
+    if config.SQLALCHEMY_DATABASE_URI.startswith("postgresql"):
+        pytest.skip("on PostgreSQL reads run on psycopg itself (the test below)")
     isolation = []
 
     def record(conn, cursor, statement, *args):
@@ -78,3 +80,57 @@ def test_reads_run_without_a_transaction_and_leave_none_behind(app, client, cust
             connection = db.session.connection()
             assert connection.get_isolation_level() != "AUTOCOMMIT"
             db.session.remove()
+
+
+def test_reads_on_postgresql_run_in_autocommit_and_leave_none_behind(
+        postgres, app, client, customer, listener, monkeypatch):
+    seen = []
+    execute = psycopg.Cursor.execute
+
+    def recording(cursor, query, params=None, **kwargs):
+        seen.append((cursor.connection.autocommit, cursor.connection.info.transaction_status))
+        return execute(cursor, query, params, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", recording)
+    listed = client.get("/favorites", headers=customer.headers)
+    assert listed.status_code == 200
+    assert listed.json["favorites"] == [] and listed.json["total_count"] == 0
+    looked_up = client.get(f"/users/presence?user_ids={listener.id}", headers=customer.headers)
+    assert looked_up.status_code == 200
+    assert [found["user_id"] for found in looked_up.json] == [listener.id]
+    monkeypatch.undo()
+    assert seen and set(seen) == {(True, psycopg.pq.TransactionStatus.IDLE)}
+    with app.app_context():  # the pooled connections are transactional again
+        engine = db.engine
+        for _ in range(engine.pool.size()):
+            connection = db.session.connection()
+            assert connection.get_isolation_level() != "AUTOCOMMIT"
+            db.session.remove()
+
+
+def test_a_read_on_a_connection_the_server_dropped_is_a_503_then_recovers(
+        postgres, app, client, customer, monkeypatch):
+    assert client.get("/favorites", headers=customer.headers).status_code == 200
+    # The connection goes away between checkout and query: no check could have seen it.
+    monkeypatch.setattr("saathii.database.has_news", lambda connection: False)
+    terminate_other_sessions(postgres)
+    response = client.get("/favorites", headers=customer.headers)
+    assert response.status_code == 503
+    assert response.json == {"detail": "Service temporarily unavailable, try again shortly"}
+    assert client.get("/favorites", headers=customer.headers).status_code == 200
+
+
+def test_a_read_when_no_connection_can_be_made_is_a_503(postgres, app, client, customer,
+                                                        monkeypatch):
+    with app.app_context():
+        engine = db.engine
+
+    def refused():
+        raise psycopg.OperationalError("connection refused")
+
+    monkeypatch.setattr(engine, "raw_connection", refused)
+    response = client.get("/favorites", headers=customer.headers)
+    assert response.status_code == 503
+    assert response.json == {"detail": "Service temporarily unavailable, try again shortly"}
+    monkeypatch.undo()
+    assert client.get("/favorites", headers=customer.headers).status_code == 200

@@ -1,4 +1,5 @@
 """Domain rules, one module per concept."""
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -15,19 +16,51 @@ def upsert(model):
 
 
 def read(statement, params):
-    """Run a read-only statement; all its rows. In a session that has not begun a
-    transaction it runs on an autocommit connection: no BEGIN and ROLLBACK round trips
-    (a lone statement sees one snapshot either way, as under READ COMMITTED)."""
+    """Run a read-only statement; all its rows. Outside a transaction it runs in
+    autocommit: no BEGIN and ROLLBACK round trips (a lone statement sees one snapshot
+    either way, as under READ COMMITTED)."""
     session = db.session()  # this request's Session
+    if not session.in_transaction() and db.engine.dialect.name == "postgresql":
+        return _read_pooled(*_sql(statement, db.engine.dialect), params)
     options = None if session.in_transaction() else {"isolation_level": "AUTOCOMMIT"}
-    connection = session.connection(execution_options=options)
-    if connection.dialect.name == "postgresql":
-        # The statement's SQL, compiled once, as the driver's own: rows come as psycopg
-        # makes them (timestamps naive UTC, as stored), without SQLAlchemy's per-value
-        # result processing, which costs more than the query on a 100-row answer.
-        sql, defaults = _sql(statement, connection.dialect)
-        return connection.exec_driver_sql(sql, {**defaults, **params}).all()
-    return connection.execute(statement, params).all()
+    return session.connection(execution_options=options).execute(statement, params).all()
+
+
+def _read_pooled(sql, defaults, params):
+    """Run compiled SQL on a pooled connection with psycopg itself, in autocommit.
+
+    Rows come as psycopg makes them (timestamps naive UTC, as stored): SQLAlchemy's
+    execution and per-value result processing cost more than the query on a 100-row
+    answer. Errors are raised as SQLAlchemy's, and a lost connection is discarded,
+    as SQLAlchemy's own execution would do."""
+    try:
+        pooled = db.engine.raw_connection()
+    except psycopg.Error as err:  # the pool raises the driver's own error
+        raise _as_sqlalchemy(err, sql, params, lost=True) from err
+    connection = pooled.driver_connection
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(sql, {**defaults, **params})
+            return cursor.fetchall()
+    except psycopg.Error as err:
+        lost = db.engine.dialect.is_disconnect(err, connection, None)
+        if lost:
+            pooled.invalidate(err)
+        raise _as_sqlalchemy(err, sql, params, lost) from err
+    finally:
+        try:
+            if not connection.closed:
+                connection.autocommit = False
+        except psycopg.Error as err:  # the connection broke: the pool replaces it
+            pooled.invalidate(err)
+        pooled.close()  # back to the pool
+
+
+def _as_sqlalchemy(err, sql, params, lost):
+    """The SQLAlchemy error its own execution would raise (the 503 handler knows it)."""
+    return sa.exc.DBAPIError.instance(sql, params, err, psycopg.Error,
+                                      connection_invalidated=lost)
 
 
 _compiled = {}
