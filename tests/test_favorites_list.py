@@ -281,3 +281,26 @@ def test_cached_counts_follow_own_changes_at_once_and_presence_within_the_moment
                   headers=customer.headers)
     assert counts(client, customer) == (5, 0, 0)
     assert counts(client, customer, "?online_only=true") == (0, 0, 0)
+
+
+def test_expired_counts_are_recounted_once_while_others_reuse_them(
+        app, client, customer, favorites, monkeypatch):
+    from saathii.domain import favorites as domain
+    app.config["FAVORITE_COUNTS_CACHE_SECONDS"] = 2
+    assert counts(client, customer) == (5, 0, 0)
+    client.post("/both/status/heartbeat", headers=favorites[0].headers)
+    clock.advance(2)
+    recounted, meanwhile = [], []
+    count = domain._counts
+
+    def counting(caller_id, which):
+        recounted.append(which)
+        # Another request for the same list, arriving while this one counts.
+        meanwhile.append(counts(client, customer))
+        return count(caller_id, which)
+
+    monkeypatch.setattr(domain, "_counts", counting)
+    assert counts(client, customer) == (5, 1, 1)
+    assert recounted == ["all"]  # one count, not one per request
+    assert meanwhile == [(5, 0, 0)]  # the old counts, for the moment the count takes
+    assert counts(client, customer) == (5, 1, 1)

@@ -245,11 +245,11 @@ def _window_rows(caller_id, which, paged=False, upper=None, lower=None, ascendin
     return first[0], items, newer
 
 
-# Counts of a list, by (user id, favorites version, filters): (valid until, counts).
+# Counts of a list, by (user id, favorites version, filters): (valid until, counts),
+# kept per app.
 # Counting means reading every favorite's presence, so it is cached for a moment
 # (FAVORITE_COUNTS_CACHE_SECONDS): a change to the user's own favorites moves their
 # version and is counted at once, anywhere; presence changes show within the moment.
-_counts_cache = {}
 MAX_CACHED_COUNTS = 50_000
 
 
@@ -259,13 +259,19 @@ def _cached_counts(caller_id, version, which):
         return _counts(caller_id, which)
     key = (caller_id, version, which)
     now = clock.now()
-    cached = _counts_cache.get(key)
-    if cached is not None and cached[0] > now:
-        return cached[1]
+    cache = current_app.extensions.setdefault("saathii_favorite_counts", {})
+    cached = cache.get(key)
+    if cached is not None:
+        valid_until, counts = cached
+        if valid_until > now:
+            return counts
+        # Expired: this request counts afresh, and the requests that arrive meanwhile
+        # reuse the old counts a moment longer rather than all count at once.
+        cache[key] = (now + timedelta(seconds=seconds), counts)
     counts = _counts(caller_id, which)
-    if len(_counts_cache) >= MAX_CACHED_COUNTS:
-        _counts_cache.clear()
-    _counts_cache[key] = (now + timedelta(seconds=seconds), counts)
+    if len(cache) >= MAX_CACHED_COUNTS:
+        cache.clear()
+    cache[key] = (now + timedelta(seconds=seconds), counts)
     return counts
 
 
