@@ -47,6 +47,12 @@ def unauthorized():
     return APIError(401, "Invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
 
 
+def unavailable():
+    """Return the 503 of a database that cannot answer now."""
+    return APIError(503, "Service temporarily unavailable, try again shortly",
+                    headers={"Retry-After": "5"})
+
+
 def validation_error(err):
     """Turn a marshmallow ValidationError into a 400 naming each field and why."""
     messages = err.messages if isinstance(err.messages, dict) else {"_schema": err.messages}
@@ -100,8 +106,7 @@ def register_error_handlers(app):
     def handle_database_error(err):
         if isinstance(err, OperationalError) or getattr(err, "connection_invalidated", False):
             log.error("database unavailable: %s", err.__class__.__name__)
-            return error_response(503, "Service temporarily unavailable, try again shortly",
-                                  headers={"Retry-After": "5"})
+            return handle_api_error(unavailable())
         log.exception("database error")
         return error_response(500, "Internal server error")
 

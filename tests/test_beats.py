@@ -10,6 +10,7 @@ from sqlalchemy.exc import OperationalError
 from saathii.clock import clock
 from saathii.domain import beats
 from saathii.domain.beats import BeatBatcher
+from saathii.errors import APIError
 from saathii.extensions import db
 from saathii.models import User
 
@@ -68,7 +69,7 @@ def test_beats_arriving_during_a_write_share_the_next_statement():
     assert writer.batches[0] == [2] and sorted(writer.batches[1]) == [3, 4, 6, 7]
     assert len(writer.batches) == 2
     assert results == {2: True} and later == {3: False, 4: True, 6: True, 7: False}
-    assert batcher.open is None and not batcher.writing
+    assert batcher.open is None and not batcher.writing.locked()
 
 
 def test_a_lone_beat_is_written_at_once():
@@ -90,10 +91,35 @@ def test_a_failed_write_fails_every_beat_of_its_batch_and_the_next_batch_still_r
     writer.release.set()
     for thread in first + more:
         thread.join(WAIT)
-    assert results[2] is failure and later[4] is failure and later[6] is failure
-    assert len(writer.batches) == 2 and not batcher.writing
+    assert results[2] is failure  # the beat that wrote gets the error as it is
+    # Of the second batch, one beat wrote it (and got the error as it is); the other
+    # gets a 503 of its own, caused by it.
+    wrote, waited = sorted([later[4], later[6]], key=lambda outcome: outcome is not failure)
+    assert wrote is failure
+    assert isinstance(waited, APIError) and waited.status == 503
+    assert waited.__cause__ is failure
+    assert len(writer.batches) == 2 and not batcher.writing.locked()
     writer.fail = None
     assert batcher.beat(8) is True  # the batcher is not stuck after a failure
+
+
+def test_a_beat_that_gives_up_waiting_leaves_its_batch_to_the_next_beat(monkeypatch):
+    monkeypatch.setattr(beats, "WAIT_SECONDS", 0.2)
+    writer = GatedWriter()
+    batcher = BeatBatcher(writer)
+    first, results = beat_in_threads(batcher, [2])
+    until(lambda: writer.batches == [[2]])  # a write that hangs
+    with pytest.raises(APIError) as gave_up:
+        batcher.beat(4)
+    assert gave_up.value.status == 503
+    assert batcher.open is not None and batcher.open.user_ids == [4]
+    writer.release.set()
+    for thread in first:
+        thread.join(WAIT)
+    assert results == {2: True}
+    assert batcher.beat(6) is True  # writes the batch the beat of 4 left behind
+    assert writer.batches == [[2], [4, 6]]
+    assert batcher.open is None and not batcher.writing.locked()
 
 
 def test_concurrent_heartbeats_are_recorded_in_one_batch(app, make_user, monkeypatch):

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from ..clock import clock
+from ..errors import unavailable
 from ..extensions import db
 from ..models import User, UserStatus
 from . import in_ids, prebuilt
@@ -21,14 +22,13 @@ WAIT_SECONDS = 60  # a safety net: a batch commits or fails long before this
 
 
 class Batch:
-    """Beats written by one statement: its first beat writes it, the others wait."""
+    """Beats written by one statement, by whichever of them gets to write first."""
 
-    __slots__ = ("user_ids", "turn", "done", "applied", "error")
+    __slots__ = ("user_ids", "done", "applied", "error")
 
     def __init__(self):
         self.user_ids = []
-        self.turn = threading.Event()  # the previous batch is written: this one may go
-        self.done = threading.Event()
+        self.done = False
         self.applied = frozenset()
         self.error = None
 
@@ -38,45 +38,43 @@ class BeatBatcher:
 
     def __init__(self, write):
         self.write = write
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards `open`
+        self.writing = threading.Lock()  # held while a batch is written
         self.open = None  # the batch that beats join now
-        self.writing = False
 
     def beat(self, user_id):
         """Record a beat once its batch commits; return whether it applied (the user is
-        active and online); raise what the write raised."""
+        active and online). 503 if its batch failed or the database is stuck."""
         with self.lock:
-            batch, first = self.open, self.open is None
-            if first:
+            batch = self.open
+            if batch is None:
                 batch = self.open = Batch()
-                go = not self.writing
-                self.writing = True
             batch.user_ids.append(user_id)
-        if first:
-            if not go and not batch.turn.wait(WAIT_SECONDS):
-                raise RuntimeError("heartbeat batch never got its turn")
-            self._write(batch)
-        elif not batch.done.wait(WAIT_SECONDS):
-            raise RuntimeError("heartbeat batch was never written")
+        # Whoever of the batch takes the write lock first writes it, with every beat
+        # that joined meanwhile; the others find it done. A beat that gives up waiting
+        # leaves its batch open for the next beat to write: nothing waits on it.
+        if not self.writing.acquire(timeout=WAIT_SECONDS):
+            raise unavailable()
+        try:
+            if not batch.done:
+                self._write(batch)  # its own error, as it is, for the writer
+        finally:
+            self.writing.release()
         if batch.error is not None:
-            raise batch.error
+            raise unavailable() from batch.error
         return user_id in batch.applied
 
     def _write(self, batch):
         with self.lock:
-            self.open = None  # closed: later beats start the next batch
+            if self.open is batch:
+                self.open = None  # closed: later beats start the next batch
         try:
             batch.applied = frozenset(self.write(batch.user_ids))
-        except BaseException as err:  # noqa: BLE001 - every beat of the batch gets it
+        except BaseException as err:  # noqa: BLE001 - every other beat of it learns
             batch.error = err
             raise
         finally:
-            with self.lock:
-                following = self.open
-                self.writing = following is not None
-            batch.done.set()
-            if following is not None:
-                following.turn.set()
+            batch.done = True
 
 
 @prebuilt
