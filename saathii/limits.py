@@ -2,9 +2,10 @@
 from functools import wraps
 
 from flask import current_app, g
+from flask_limiter import RateLimitExceeded
 from flask_limiter.util import get_remote_address
 
-from .auth import bearer_token, user_id_for_token
+from .auth import bearer_token, current_user, user_id_for_token
 from .extensions import limiter
 from .limit_counters import ProcessCounters  # noqa: F401 - registers process-memory://
 
@@ -25,7 +26,11 @@ def _limit(setting, scope):
         @wraps(view)
         def counted(*args, **kwargs):
             g.rate_limited_view = True  # the limiter counts this request (see below)
-            return limited(*args, **kwargs)
+            try:
+                return limited(*args, **kwargs)
+            except RateLimitExceeded:
+                current_user()  # a caller whose account is gone hears 401, not 429
+                raise
 
         return counted
 
@@ -48,6 +53,10 @@ presence_lookups_limit = _limit("RATELIMIT_PRESENCE_LOOKUPS", "presence-lookups"
 def init_app(app):
     """Bind the limiter; its storage is Redis when REDIS_URL is set, memory otherwise."""
     config = app.config
+    for setting in ("RATELIMIT_DEFAULT", "RATELIMIT_APPLICATION", "RATELIMIT_META"):
+        if config.get(setting):  # they would never be counted: see _outside_limited_views
+            raise RuntimeError(f"{setting} is not supported: limits here are set per view "
+                               "(saathii/limits.py)")
     config.setdefault("RATELIMIT_STORAGE_URI", config.get("REDIS_URL") or "process-memory://")
     config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     # If Redis fails, count in memory for a while rather than fail requests.

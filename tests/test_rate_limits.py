@@ -126,3 +126,33 @@ def test_a_limited_answer_says_what_is_left_and_others_carry_no_limit(limited, l
     assert "X-RateLimit-Limit" not in mine.headers
     beat = limited.post("/users/me/heartbeat", headers=listener.headers)
     assert beat.headers["X-RateLimit-Remaining"] == "1"  # the read above counted nothing
+
+
+def test_a_caller_whose_account_is_gone_hears_401_not_429(app, limited, customer, listener):
+    from saathii.extensions import db
+    from saathii.models import User
+    client = limited
+    for _ in range(2):
+        assert client.get(f"/users/{listener.id}/presence",
+                          headers=customer.headers).status_code == 200
+    with app.app_context():
+        db.session.get(User, customer.id).is_active = False
+        db.session.commit()
+    for path in (f"/users/{listener.id}/presence", f"/users/presence?user_ids={listener.id}"):
+        response = client.get(path, headers=customer.headers)
+        assert response.status_code == 401
+        assert response.json == {"detail": "Invalid or expired token"}
+    response = client.post("/favorites/add", json={"listener_id": listener.id},
+                           headers=customer.headers)
+    assert response.status_code == 401
+    assert response.json == {"detail": "Invalid or expired token"}
+
+
+@pytest.mark.parametrize("setting", ["RATELIMIT_DEFAULT", "RATELIMIT_APPLICATION"])
+def test_limits_outside_views_are_refused_at_start(config, setting):
+    class WithLimit(config):
+        pass
+
+    setattr(WithLimit, setting, "100 per minute")
+    with pytest.raises(RuntimeError, match=f"{setting} is not supported"):
+        create_app(WithLimit)
