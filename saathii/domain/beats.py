@@ -22,13 +22,14 @@ WAIT_SECONDS = 60  # a safety net: a batch commits or fails long before this
 
 
 class Batch:
-    """Beats written by one statement, by whichever of them gets to write first."""
+    """Beats written by one statement: the first to join leads it, the others wait."""
 
-    __slots__ = ("user_ids", "done", "applied", "error")
+    __slots__ = ("user_ids", "led", "done", "applied", "error")
 
     def __init__(self):
         self.user_ids = []
-        self.done = False
+        self.led = False  # a beat of it waits to write it
+        self.done = threading.Event()
         self.applied = frozenset()
         self.error = None
 
@@ -38,7 +39,7 @@ class BeatBatcher:
 
     def __init__(self, write):
         self.write = write
-        self.lock = threading.Lock()  # guards `open`
+        self.lock = threading.Lock()  # guards `open` and each batch's `led`
         self.writing = threading.Lock()  # held while a batch is written
         self.open = None  # the batch that beats join now
 
@@ -50,19 +51,32 @@ class BeatBatcher:
             if batch is None:
                 batch = self.open = Batch()
             batch.user_ids.append(user_id)
-        # Whoever of the batch takes the write lock first writes it, with every beat
-        # that joined meanwhile; the others find it done. A beat that gives up waiting
-        # leaves its batch open for the next beat to write: nothing waits on it.
-        if not self.writing.acquire(timeout=WAIT_SECONDS):
+            lead, batch.led = not batch.led, True
+        if lead:
+            self._lead(batch)  # the write's own error, as it is, for its writer
+        elif not batch.done.wait(WAIT_SECONDS):
             raise unavailable()
-        try:
-            if not batch.done:
-                self._write(batch)  # its own error, as it is, for the writer
-        finally:
-            self.writing.release()
         if batch.error is not None:
             raise unavailable() from batch.error
         return user_id in batch.applied
+
+    def _lead(self, batch):
+        """Write the batch once the one before it is written. A leader that gives up
+        waiting (or is killed) hands the batch to the next beat that joins it, so no
+        batch is left without a writer."""
+        acquired = False
+        try:
+            acquired = self.writing.acquire(timeout=WAIT_SECONDS)
+        finally:
+            if not acquired:
+                with self.lock:
+                    batch.led = False
+        if not acquired:
+            raise unavailable()
+        try:
+            self._write(batch)
+        finally:
+            self.writing.release()
 
     def _write(self, batch):
         with self.lock:
@@ -74,7 +88,7 @@ class BeatBatcher:
             batch.error = err
             raise
         finally:
-            batch.done = True
+            batch.done.set()
 
 
 @prebuilt
