@@ -28,7 +28,7 @@ def authenticate():
 
 def feed(ws):
     """Serve one feed socket until it closes."""
-    g.socket_served = True
+    g.socket_served = ws  # the development server's ending needs it (devserver)
     FeedSession(ws, g.feed_user_id, g.feed_since, realtime()).run()
 
 

@@ -4,6 +4,9 @@ import socket
 
 from flask import Response, g, request
 
+# How long a closing socket's reader thread may take to send its last frame.
+CLOSE_GRACE_SECONDS = 5
+
 
 class SocketClosed(Response):
     """What Werkzeug's development server gets once a socket has closed: nothing to write.
@@ -14,11 +17,18 @@ class SocketClosed(Response):
     access line it would have logged is logged here (its filter redacts the token).
     """
 
+    def __init__(self, ws):
+        super().__init__()
+        self.ws = ws
+
     def __call__(self, environ, start_response):
         logging.getLogger("werkzeug").info(
             '%s - - "%s %s %s" 101 -', environ.get("REMOTE_ADDR", "-"),
             environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI", environ.get("PATH_INFO")),
             environ.get("SERVER_PROTOCOL"))
+        # simple-websocket's reader thread wakes the handler before it sends its answer
+        # to a client's close frame: let it finish (it then closes the socket itself).
+        self.ws.thread.join(CLOSE_GRACE_SECONDS)
         try:  # the server closes the TCP connection after the close handshake
             environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -29,6 +39,7 @@ class SocketClosed(Response):
 def end_socket_quietly(response):
     """after_request: once a socket has been served on the development server, write
     nothing more (see SocketClosed)."""
-    if g.get("socket_served") and "werkzeug.socket" in request.environ:
-        return SocketClosed()
+    ws = g.get("socket_served")
+    if ws is not None and "werkzeug.socket" in request.environ:
+        return SocketClosed(ws)
     return response
