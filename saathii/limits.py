@@ -12,7 +12,8 @@ from .limit_counters import ProcessCounters  # noqa: F401 - registers process-me
 
 def caller_key():
     """Limit by the user a token names; an invalid token is limited by address (and 401s)."""
-    user_id = user_id_for_token(bearer_token())
+    # require_user has verified the token already on every limited route.
+    user_id = g.get("user_id") or user_id_for_token(bearer_token())
     return f"user:{user_id}" if user_id is not None else f"ip:{get_remote_address()}"
 
 

@@ -20,10 +20,13 @@ def read(statement, params):
     autocommit: no BEGIN and ROLLBACK round trips (a lone statement sees one snapshot
     either way, as under READ COMMITTED)."""
     session = db.session()  # this request's Session
-    if not session.in_transaction() and db.engine.dialect.name == "postgresql":
-        return _read_pooled(*_sql(statement, db.engine.dialect), params)
-    options = None if session.in_transaction() else {"isolation_level": "AUTOCOMMIT"}
-    return session.connection(execution_options=options).execute(statement, params).all()
+    if session.in_transaction():
+        return session.connection().execute(statement, params).all()
+    dialect = db.engine.dialect
+    if dialect.name == "postgresql":
+        return _read_pooled(*_sql(statement, dialect), params)
+    autocommit = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return autocommit.execute(statement, params).all()
 
 
 def _read_pooled(sql, defaults, params):
