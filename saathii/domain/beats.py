@@ -67,12 +67,12 @@ class BeatBatcher:
         acquired = False
         try:
             acquired = self.writing.acquire(timeout=WAIT_SECONDS)
+            if not acquired:
+                raise unavailable()
         finally:
             if not acquired:
                 with self.lock:
                     batch.led = False
-        if not acquired:
-            raise unavailable()
         try:
             self._write(batch)
         finally:
