@@ -57,6 +57,15 @@ def test_connections_dropped_while_idle_are_replaced(postgres, pings, client, li
     assert pings  # the dropped connection was noticed, pinged and replaced
 
 
+def assert_pooled_connections_transactional(app):
+    """After autocommit reads, every pooled connection is transactional again."""
+    with app.app_context():
+        for _ in range(db.engine.pool.size()):
+            connection = db.session.connection()
+            assert connection.get_isolation_level() != "AUTOCOMMIT"
+            db.session.remove()
+
+
 def test_reads_run_without_a_transaction_and_leave_none_behind(app, config, client, customer):
     if config.SQLALCHEMY_DATABASE_URI.startswith("postgresql"):
         pytest.skip("on PostgreSQL reads run on psycopg itself (the test below)")
@@ -75,11 +84,7 @@ def test_reads_run_without_a_transaction_and_leave_none_behind(app, config, clie
     finally:
         sa.event.remove(engine, "before_cursor_execute", record)
     assert isolation and set(isolation) == {"AUTOCOMMIT"}
-    with app.app_context():  # the pooled connections are transactional again
-        for _ in range(engine.pool.size()):
-            connection = db.session.connection()
-            assert connection.get_isolation_level() != "AUTOCOMMIT"
-            db.session.remove()
+    assert_pooled_connections_transactional(app)
 
 
 def test_reads_on_postgresql_run_in_autocommit_and_leave_none_behind(
@@ -100,12 +105,7 @@ def test_reads_on_postgresql_run_in_autocommit_and_leave_none_behind(
     assert [found["user_id"] for found in looked_up.json] == [listener.id]
     monkeypatch.undo()
     assert seen and set(seen) == {(True, psycopg.pq.TransactionStatus.IDLE)}
-    with app.app_context():  # the pooled connections are transactional again
-        engine = db.engine
-        for _ in range(engine.pool.size()):
-            connection = db.session.connection()
-            assert connection.get_isolation_level() != "AUTOCOMMIT"
-            db.session.remove()
+    assert_pooled_connections_transactional(app)
 
 
 def test_a_read_on_a_connection_the_server_dropped_is_a_503_then_recovers(
