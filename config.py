@@ -28,6 +28,25 @@ def database_url(value):
     return value
 
 
+RELAYS = ("redis", "postgresql", "none")
+
+
+def event_relay(database_url, redis_url, requested=None):
+    """Which relay carries feed events between processes: Redis when REDIS_URL is set,
+    else PostgreSQL's LISTEN/NOTIFY on a PostgreSQL database, else none (one process)."""
+    if requested and requested != "auto":
+        if requested not in RELAYS:
+            raise ValueError(f"EVENT_RELAY must be auto or one of {', '.join(RELAYS)}")
+        if requested == "redis" and not redis_url:
+            raise ValueError("EVENT_RELAY=redis needs REDIS_URL")
+        if requested == "postgresql" and not database_url.startswith("postgresql"):
+            raise ValueError("EVENT_RELAY=postgresql needs a PostgreSQL DATABASE_URL")
+        return requested
+    if redis_url:
+        return "redis"
+    return "postgresql" if database_url.startswith("postgresql") else "none"
+
+
 def default_env(url):
     """Production unless running on the embedded SQLite database."""
     return "development" if url.startswith("sqlite") else "production"
@@ -54,9 +73,13 @@ class Config:
     # Link headers point at the public scheme and host.
     PROXY_FIX = _bool("PROXY_FIX", False)
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
-    # Real-time feed: Redis relays events between processes; without it they stay in-process.
+    # Real-time feed: events between processes through Redis when REDIS_URL is set, else
+    # through PostgreSQL's LISTEN/NOTIFY; on SQLite alone they stay in one process.
     REDIS_URL = os.environ.get("REDIS_URL") or None
     REDIS_CHANNEL = os.environ.get("REDIS_CHANNEL", "saathii:events")
+    NOTIFY_CHANNEL = os.environ.get("NOTIFY_CHANNEL", "saathii_events")
+    # auto, redis, postgresql or none: resolved by event_relay() when the app is made.
+    EVENT_RELAY = os.environ.get("EVENT_RELAY") or "auto"
     if os.environ.get("RATELIMIT_STORAGE_URI"):
         RATELIMIT_STORAGE_URI = os.environ["RATELIMIT_STORAGE_URI"]
     FEED_PING_INTERVAL_SECONDS = _int("FEED_PING_INTERVAL_SECONDS", 25)

@@ -8,7 +8,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from config import Config
+from config import Config, event_relay
 
 from . import database, events, limits, realtime, scheduler
 from .errors import bad_request, register_error_handlers
@@ -28,6 +28,11 @@ def check_config(config):
             "(set SAATHII_ENV=development for a local demo)")
     if not secret:
         raise RuntimeError("JWT_SECRET is empty")
+    try:
+        config["EVENT_RELAY"] = event_relay(config["SQLALCHEMY_DATABASE_URI"],
+                                            config.get("REDIS_URL"), config.get("EVENT_RELAY"))
+    except ValueError as err:
+        raise RuntimeError(str(err)) from None
 
 
 @event.listens_for(Engine, "connect")

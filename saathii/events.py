@@ -66,11 +66,22 @@ class EventBus:
 
     def __init__(self):
         self.subscribers = []
+        self.stagers = []
 
     def subscribe(self, callback):
         """Call callback(event) for every event published from now on."""
         self.subscribers.append(callback)
         return lambda: self.subscribers.remove(callback)
+
+    def stage_with(self, callback):
+        """Call callback(connection, events) inside every transaction that emitted events,
+        just before it commits: what it writes commits, or rolls back, with the change."""
+        self.stagers.append(callback)
+
+    def stage(self, connection, events):
+        """Hand a committing transaction's events to every stager."""
+        for callback in self.stagers:
+            callback(connection, events)
 
     def publish(self, event):
         """Deliver an event to every subscriber."""
@@ -124,6 +135,13 @@ def prune_stored_events(older_than):
     """Delete stored events created before a time; return how many."""
     result = db.session.execute(sa.delete(FeedEvent).where(FeedEvent.created_at < older_than))
     return result.rowcount
+
+
+@sa_event.listens_for(db.session, "before_commit")
+def _stage_pending(session):
+    pending = session.info.get(PENDING_KEY)
+    if pending and not session.in_nested_transaction():  # a savepoint is not the commit
+        bus().stage(session.connection(), pending)
 
 
 @sa_event.listens_for(db.session, "after_commit")

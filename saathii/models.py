@@ -148,6 +148,17 @@ class FeedEvent(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
 
 
+class RelayMessage(db.Model):
+    """Events too large for one PostgreSQL notification: the notification names the row."""
+
+    __tablename__ = "relay_messages"
+    __table_args__ = (sa.Index("ix_relay_messages_created_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    payload: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_now)
+
+
 class SchedulerLease(db.Model):
     """Who runs a periodic job right now: one holder at a time, across all processes."""
 

@@ -12,11 +12,14 @@ from ..clock import clock
 from ..events import prune_stored_events
 from ..extensions import db
 from ..models import UserStatus
+from ..realtime.pg_relay import prune_relay_messages
 from .presence import change_status
 
 log = logging.getLogger(__name__)
 
 BATCH = 500
+# Relayed batches are read within moments of their commit; this leaves a wide margin.
+RELAY_RETENTION = timedelta(minutes=10)
 
 
 @dataclass
@@ -107,6 +110,7 @@ def sweep(now=None):
     )
     retention = timedelta(hours=config["FEED_EVENT_RETENTION_HOURS"])
     result.events_pruned = prune_stored_events(now - retention)
+    prune_relay_messages(now - RELAY_RETENTION)
     db.session.commit()
     if result.taken_offline or result.busy_ended:
         log.info("sweep: %s taken offline, %s no longer busy", result.taken_offline,

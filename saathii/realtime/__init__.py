@@ -2,21 +2,24 @@
 from flask import current_app
 
 from ..events import bus
+from ..extensions import db
 from .hub import Hub
+from .pg_relay import PostgresRelay
 from .relay import RedisRelay
 
 KEY = "saathii_realtime"
 
 
 class Realtime:
-    """The process's hub, and its Redis relay when REDIS_URL is set."""
+    """The process's hub, and the relay to other processes (config EVENT_RELAY): Redis,
+    PostgreSQL's LISTEN/NOTIFY, or none."""
 
-    def __init__(self, redis_url=None, channel=None):
-        self.hub = Hub()
-        self.relay = RedisRelay(redis_url, self.hub, channel) if redis_url else None
+    def __init__(self, hub, relay=None):
+        self.hub = hub
+        self.relay = relay
 
     def publish(self, event):
-        """Deliver an event here at once, and to the other processes through Redis."""
+        """Deliver a committed event here at once, and to the other processes."""
         self.hub.dispatch(event)
         if self.relay is not None:
             self.relay.publish(event)
@@ -26,13 +29,30 @@ class Realtime:
         if self.relay is not None:
             self.relay.start()
 
+    def stop(self):
+        """Stop hearing other processes."""
+        if self.relay is not None:
+            self.relay.stop()
+
+
+def _relay(config, hub):
+    kind = config["EVENT_RELAY"]
+    if kind == "redis":
+        return RedisRelay(config["REDIS_URL"], hub, config["REDIS_CHANNEL"])
+    if kind == "postgresql":
+        return PostgresRelay(db.engine, hub, config["NOTIFY_CHANNEL"])
+    return None
+
 
 def init_app(app):
-    """Give the app a hub fed by its event bus."""
-    realtime = Realtime(app.config.get("REDIS_URL"), app.config["REDIS_CHANNEL"])
-    app.extensions[KEY] = realtime
+    """Give the app a hub fed by its event bus, and its relay."""
     with app.app_context():
+        hub = Hub()
+        relay = _relay(app.config, hub)
+        realtime = app.extensions[KEY] = Realtime(hub, relay)
         bus().subscribe(realtime.publish)
+        if isinstance(relay, PostgresRelay):
+            bus().stage_with(relay.stage)  # notifies inside the committing transaction
 
 
 def realtime():

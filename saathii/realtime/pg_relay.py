@@ -1,0 +1,148 @@
+"""Events between processes through PostgreSQL's LISTEN/NOTIFY, when there is no Redis.
+
+A transaction that emits events notifies them on the deployment's channel just before it
+commits, so every listening process gets them if and only if the change commits, in
+commit order. Each process holds one listening connection outside the pool and hands
+other processes' events to its own hub (its own it delivered itself after the commit).
+A batch too large for one notification (8,000 bytes) is written to relay_messages in the
+same transaction, and the notification names its row. Cost: one statement per committing
+transaction that emitted events; PostgreSQL serialises notifying commits on one lock.
+"""
+import logging
+import os
+import threading
+import time
+import uuid
+
+import orjson
+import psycopg
+import sqlalchemy as sa
+from psycopg import sql
+
+from ..clock import clock
+from ..events import Event
+from ..extensions import db
+from ..models import RelayMessage
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD_BYTES = 7999  # NOTIFY takes payloads shorter than 8,000 bytes
+MAX_BACKOFF_SECONDS = 30
+POLL_SECONDS = 1.0  # how often the listener looks up from its socket (to stop, say)
+# How an operator finds the listeners in pg_stat_activity: saathii-relay:<process id>.
+APPLICATION_NAME = "saathii-relay"
+# A connection that stops answering (a stalled network, not a closed one) is given up by
+# TCP itself within about 30 s, and the listener reconnects.
+CONNECT_OPTIONS = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10,
+                   "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": 30_000}
+
+NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
+STORE = sa.insert(RelayMessage).returning(RelayMessage.id)
+LOAD = sa.select(RelayMessage.payload).where(RelayMessage.id == sa.bindparam("id"))
+
+
+def conninfo(url):
+    """The libpq connection string of a SQLAlchemy URL."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class PostgresRelay:
+    """Notifies this process's events in their transactions; delivers other processes'
+    notified events to the hub."""
+
+    def __init__(self, engine, hub, channel):
+        self.engine = engine
+        self.hub = hub
+        self.channel = channel
+        self.origin = uuid.uuid4().hex
+        self.listening = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = None
+        self.lock = threading.Lock()
+
+    def stage(self, connection, events):
+        """Notify a committing transaction's events inside it (an EventBus stager)."""
+        payload = orjson.dumps({"origin": self.origin,
+                                "events": [event.to_json() for event in events]})
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            ref = connection.execute(STORE, {"payload": payload.decode(),
+                                             "created_at": clock.now()}).scalar_one()
+            payload = orjson.dumps({"origin": self.origin, "ref": ref})
+        connection.execute(NOTIFY, {"channel": self.channel, "payload": payload.decode()})
+
+    def publish(self, event):
+        """Nothing to do once committed: stage() notified inside the transaction."""
+
+    def start(self, wait=2.0):
+        """Start the listening thread once; wait a little for it to listen."""
+        with self.lock:
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._listen, name="saathii-pg-relay",
+                                               daemon=True)
+                self.thread.start()
+        self.listening.wait(wait)
+
+    def stop(self):
+        """Stop listening (within POLL_SECONDS)."""
+        self.stopping.set()
+
+    def _listen(self):
+        backoff, down_since = 0.5, None
+        while not self.stopping.is_set():
+            try:
+                with psycopg.connect(conninfo(self.engine.url), autocommit=True,
+                                     application_name=f"{APPLICATION_NAME}:{os.getpid()}",
+                                     **CONNECT_OPTIONS) as connection:
+                    connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    self.listening.set()
+                    if down_since is not None:
+                        log.info("PostgreSQL relay listening again after %.1fs",
+                                 time.monotonic() - down_since)
+                    backoff, down_since = 0.5, None
+                    while not self.stopping.is_set():
+                        for notification in connection.notifies(timeout=POLL_SECONDS):
+                            self._receive(notification.payload)
+            except psycopg.Error as err:
+                self.listening.clear()
+                if down_since is None:  # the outage is logged once, its end once
+                    down_since = time.monotonic()
+                    log.warning("PostgreSQL relay lost its connection (%s); events of other "
+                                "processes are not delivered live until it is back",
+                                str(err).strip() or err.__class__.__name__)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        self.listening.clear()
+
+    def _receive(self, raw):
+        try:
+            payload = orjson.loads(raw)
+            if payload["origin"] == self.origin:
+                return  # delivered here when it committed
+            if "ref" in payload:
+                payload = orjson.loads(self._load(payload["ref"]))
+            events = [Event.from_json(event) for event in payload["events"]]
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a malformed relay notification")
+            return
+        except sa.exc.SQLAlchemyError as err:
+            log.warning("could not read a relayed batch of events (%s)", err.__class__.__name__)
+            return
+        for event in events:
+            try:
+                self.hub.dispatch(event)
+            except Exception:  # noqa: BLE001 - one bad event must not end the relay
+                log.exception("could not dispatch a relayed event")
+
+    def _load(self, ref):
+        with self.engine.connect() as connection:
+            found = connection.execute(LOAD, {"id": ref}).scalar()
+        if found is None:
+            raise KeyError(ref)  # pruned already: too late to deliver
+        return found
+
+
+def prune_relay_messages(older_than):
+    """Delete relayed batches written before a time (read within moments of their
+    commit); return how many."""
+    return db.session.execute(
+        sa.delete(RelayMessage).where(RelayMessage.created_at < older_than)).rowcount
