@@ -4,8 +4,19 @@ gevent workers hold each idle feed socket as a greenlet rather than an OS thread
 """
 import os
 
+from config import database_url, event_relay
+
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Events reach the sockets of other workers only through a relay (Redis, or PostgreSQL's
+# LISTEN/NOTIFY): on SQLite alone, one worker (it holds thousands of sockets).
+relay = event_relay(database_url(os.environ.get("DATABASE_URL")),
+                    os.environ.get("REDIS_URL"), os.environ.get("EVENT_RELAY"))
+workers = int(os.environ.get("WEB_CONCURRENCY") or (1 if relay == "none" else 2))
+if workers > 1 and relay == "none":
+    raise SystemExit(
+        f"WEB_CONCURRENCY={workers} needs an event relay, or each worker's feed sockets "
+        "miss the events of the others: set REDIS_URL, or use PostgreSQL (DATABASE_URL), "
+        "or run one worker (WEB_CONCURRENCY=1)")
 worker_class = "gevent"
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))
 timeout = 30

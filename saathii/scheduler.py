@@ -82,6 +82,11 @@ def main():
     from . import create_app
 
     app = create_app()
+    if app.config["EVENT_RELAY"] == "none":
+        raise SystemExit(
+            "the clock process needs an event relay, or its sweeps' offline events reach no "
+            "feed socket: set REDIS_URL, or use PostgreSQL (DATABASE_URL); on SQLite alone, "
+            "let the web process sweep (SCHEDULER_ENABLED=true) instead")
     scheduler = BlockingScheduler(timezone=timezone.utc)
     Sweeper(app).add_to(scheduler)
     log.info("clock process: sweeping every %ss", app.config["SWEEP_INTERVAL_SECONDS"])
