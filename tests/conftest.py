@@ -71,6 +71,10 @@ def config(database_uri, tmp_path):
         SCHEDULER_ENABLED = False  # tests run sweeps themselves, on a clock they move
         RATELIMIT_ENABLED = False  # the rate-limit tests turn it on
         FAVORITE_COUNTS_CACHE_SECONDS = 0  # counts are exact; the cache has its own tests
+        # The relay follows the test database (PostgreSQL: LISTEN/NOTIFY), whatever the
+        # environment says; the Redis tests start processes with REDIS_URL themselves.
+        REDIS_URL = None
+        EVENT_RELAY = "auto"
         SQLALCHEMY_DATABASE_URI = database_uri
         DEMO_TOKENS_FILE = tmp_path / "demo-tokens.json"
         CONSOLE_DEMO_USERS = True  # on PostgreSQL too
@@ -89,6 +93,7 @@ def app(config):
         db.session.commit()
         db.create_all()
     yield app
+    app.extensions["saathii_realtime"].stop()  # its relay's listening connection
     with app.app_context():
         db.session.remove()
         db.drop_all()
@@ -293,11 +298,14 @@ def start_process(app, config, tmp_path):
     started = []
 
     def start(args, wait_for_port=None, **env):
+        """env: variables to set; a None value removes a variable."""
         environment = {
             **os.environ, "DATABASE_URL": config.SQLALCHEMY_DATABASE_URI,
             "JWT_SECRET": TEST_SECRET, "SAATHII_ENV": "testing", "LOG_LEVEL": "WARNING",
-            **{key: str(value) for key, value in env.items()},
+            **{key: str(value) for key, value in env.items() if value is not None},
         }
+        for key in [key for key, value in env.items() if value is None]:
+            environment.pop(key, None)
         log_path = tmp_path / f"process-{len(started)}.log"
         with open(log_path, "w") as log_file:
             process = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT,
@@ -334,23 +342,30 @@ def wait_until_listening(process, port, timeout=30):
 
 
 @pytest.fixture
-def web_process(start_process, redis_url):
-    """Start a gunicorn web process (Procfile settings, one worker) on Redis; return its
-    host:port."""
-    channel = f"saathii:test:{uuid.uuid4().hex}"
+def web_process(start_process, request):
+    """Start a gunicorn web process (the Procfile's command and settings); return its
+    host:port. By default one worker on Redis; relay=None leaves REDIS_URL unset (events
+    then go through PostgreSQL, or stay in the process on SQLite), workers=None leaves
+    the worker count to the Procfile's default. Each test gets its own channels."""
+    suffix = uuid.uuid4().hex
+    channel = f"saathii:test:{suffix}"
 
-    def start(**env):
+    def start(workers=1, relay="redis", **env):
         port = free_port()
-        settings = {"PORT": port, "WEB_CONCURRENCY": env.pop("workers", 1),
-                    "REDIS_URL": redis_url, "REDIS_CHANNEL": channel,
-                    "RATELIMIT_ENABLED": "false", **env}
+        redis = request.getfixturevalue("redis_url") if relay == "redis" else None
+        settings = {"PORT": port, "WEB_CONCURRENCY": workers, "REDIS_URL": redis,
+                    "REDIS_CHANNEL": channel, "NOTIFY_CHANNEL": f"saathii_test_{suffix}",
+                    "EVENT_RELAY": None, "RATELIMIT_ENABLED": "false", **env}
         process = start_process(["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
                                 wait_for_port=port, **settings)
         start.masters.append(process.pid)
+        start.processes.append(process)
         return f"127.0.0.1:{port}"
 
     start.channel = channel
+    start.notify_channel = f"saathii_test_{suffix}"
     start.masters = []
+    start.processes = []
     return start
 
 
@@ -366,9 +381,12 @@ def read_logs_until(tmp_path, line, timeout=10):
         time.sleep(0.05)
 
 
-def rest(base, method, path, account, body=None):
-    """Call a live server's REST API as an account; return (status, JSON body)."""
-    connection = http.client.HTTPConnection(base, timeout=10)
+def rest(base, method, path, account, body=None, connection=None):
+    """Call a live server's REST API as an account; return (status, JSON body). On a
+    given keep-alive connection (left open), or on a new one."""
+    own = connection is None
+    if own:
+        connection = http.client.HTTPConnection(base, timeout=10)
     headers = {"Authorization": f"Bearer {account.token}"}
     if body is not None:
         headers["Content-Type"] = "application/json"
@@ -376,5 +394,6 @@ def rest(base, method, path, account, body=None):
     connection.request(method, path, body=body, headers=headers)
     response = connection.getresponse()
     result = response.status, json.loads(response.read() or b"null")
-    connection.close()
+    if own:
+        connection.close()
     return result
