@@ -85,6 +85,10 @@ class Config:
     FEED_PING_INTERVAL_SECONDS = _int("FEED_PING_INTERVAL_SECONDS", 25)
     FEED_MAX_MESSAGE_BYTES = 16 * 1024
     FEED_EVENT_RETENTION_HOURS = _int("FEED_EVENT_RETENTION_HOURS", 24)
+    # A send the client does not drain within this many seconds closes its socket.
+    FEED_SEND_TIMEOUT_SECONDS = _int("FEED_SEND_TIMEOUT_SECONDS", 10)
+    # Messages other than presence a socket may have queued; past that it is too slow.
+    FEED_MAX_QUEUED = _int("FEED_MAX_QUEUED", 1000)
     # Per-user rate limits (Flask-Limiter syntax); stored in Redis when REDIS_URL is set.
     RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
     RATELIMIT_HEARTBEAT = os.environ.get("RATELIMIT_HEARTBEAT", "12 per minute")

@@ -1,5 +1,5 @@
 """The feed socket: /ws/feed (and /ws/presence), authenticated before the upgrade."""
-from flask import Blueprint, g, request
+from flask import Blueprint, current_app, g, request
 
 from ..auth import bearer_token, user_for_token
 from ..errors import bad_request, unauthorized
@@ -29,7 +29,7 @@ def authenticate():
 def feed(ws):
     """Serve one feed socket until it closes."""
     g.socket_served = ws  # the development server's ending needs it (devserver)
-    FeedSession(ws, g.feed_user_id, g.feed_since, realtime()).run()
+    FeedSession(ws, g.feed_user_id, g.feed_since, realtime(), current_app.config).run()
 
 
 sock.route("/ws/feed", bp=bp, endpoint="feed")(feed)

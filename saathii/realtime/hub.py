@@ -1,16 +1,22 @@
-"""This process's open feed sockets, and who among them gets which event."""
+"""This process's open feed sockets, and who among them gets which event.
+
+Nothing but a socket's own writer ever sends on it: deliver() only queues, and close()
+only asks the writer to close. A socket's queue keeps the latest presence per user (state,
+not history: its size is bounded by the users it watches) and at most `max_queued` other
+messages; past that the client is too slow, and it can replay favorite events with since.
+"""
+import itertools
 import json
 import logging
-import queue
 import threading
+from collections import OrderedDict
 
 from ..clock import clock, isoformat
 
 log = logging.getLogger(__name__)
 
-# A socket whose client reads slower than this many queued messages is closed; it can
-# reconnect with ?since= and read the favorite events it missed from storage.
 MAX_QUEUED = 1000
+_opened = itertools.count()
 
 
 def message(type_, data):
@@ -21,13 +27,21 @@ def message(type_, data):
 class Connection:
     """One open feed socket: its user, what it watches, and its outbound queue."""
 
-    def __init__(self, ws, user_id):
+    def __init__(self, ws, user_id, max_queued=MAX_QUEUED):
         self.ws = ws
         self.user_id = user_id
+        self.opened = next(_opened)  # the oldest of a user's sockets goes first
         self.favorites = set()   # listener ids the user has favorited
         self.subscribed = set()  # user ids asked for with a subscribe message
         self.feed = False        # every listener's presence
-        self.outbox = queue.Queue()
+        self.max_queued = max_queued
+        # key -> (envelope, event_id): a user id for presence (latest wins, in place),
+        # a sequence number for anything else.
+        self.pending = OrderedDict()
+        self.others = 0  # how many of pending are not presence
+        self.sequence = itertools.count()
+        self.ready = threading.Condition(threading.Lock())
+        self.closing = None  # (code, reason) the writer is to close with
         self.last_replayed_id = 0
         self.closed = False
 
@@ -35,24 +49,54 @@ class Connection:
     def watching(self):
         return self.favorites | self.subscribed
 
-    def deliver(self, envelope, event_id=None):
-        """Queue a message for this socket (never blocks the caller)."""
-        if self.closed:
-            return
-        if self.outbox.qsize() >= MAX_QUEUED:
-            log.warning("feed socket of user %s is too slow; closing it", self.user_id)
-            self.close(1008, "Too slow")
-            return
-        self.outbox.put((envelope, event_id))
+    def deliver(self, envelope, event_id=None, presence_of=None):
+        """Queue a message for this socket; never blocks, never sends. Presence of a user
+        (presence_of) replaces that user's presence still queued."""
+        with self.ready:
+            if self.closed or self.closing:
+                return
+            if presence_of is not None:
+                key = ("presence", presence_of)
+                if key in self.pending:
+                    self.pending[key] = (envelope, event_id)
+                    return
+            elif self.others >= self.max_queued:
+                log.warning("feed socket of user %s is too slow; closing it", self.user_id)
+                self.closing = (1008, "Too slow")
+                self.ready.notify()
+                return
+            else:
+                key = next(self.sequence)
+                self.others += 1
+            self.pending[key] = (envelope, event_id)
+            self.ready.notify()
+
+    def queued(self):
+        """How many messages wait to be sent."""
+        with self.ready:
+            return len(self.pending)
 
     def send_now(self, envelope):
         """Send a message from the socket's own thread."""
         self.ws.send(json.dumps(envelope))
 
+    def _next(self):
+        """The next message to send, or None once the socket is to close."""
+        with self.ready:
+            while not self.pending and not self.closing and not self.closed:
+                self.ready.wait()
+            if self.closing or self.closed:
+                return None
+            key, item = self.pending.popitem(last=False)
+            if not isinstance(key, tuple):
+                self.others -= 1
+            return item
+
     def write_loop(self):
-        """Send queued messages until the socket closes (runs in its own thread)."""
-        while not self.closed:
-            item = self.outbox.get()
+        """Send queued messages until the socket is to close, then close it (runs in its
+        own thread; every send gives up after the socket's send timeout)."""
+        while True:
+            item = self._next()
             if item is None:
                 break
             envelope, event_id = item
@@ -62,16 +106,29 @@ class Connection:
                 self.send_now(envelope)
             except Exception:  # noqa: BLE001 - any send failure means the socket is gone
                 self.closed = True
+                break
+        self._finish()
 
-    def close(self, code=1000, reason=None):
-        """Close the socket and stop its writer."""
-        if not self.closed:
-            self.closed = True
+    def _finish(self):
+        with self.ready:
+            code, reason = self.closing or (1000, None)
+            was_closed, self.closed = self.closed, True
+            self.pending.clear()
+        if not was_closed:
             try:
                 self.ws.close(code, reason)
             except Exception:  # noqa: BLE001 - already closed by the peer
                 pass
-        self.outbox.put(None)
+        # Wake the socket's handler: it ends without waiting for a frozen client's answer.
+        self.ws.event.set()
+
+    def close(self, code=1000, reason=None):
+        """Ask the writer to close the socket (it sends the close frame, bounded by the
+        send timeout); returns at once, from any thread."""
+        with self.ready:
+            if self.closing is None:
+                self.closing = (code, reason)
+            self.ready.notify()
 
 
 class Hub:
@@ -142,8 +199,9 @@ class Hub:
                 recipients = set(self.by_user.get(event.subject_id, ()))
                 self._follow_favorite_change(event)
         envelope = event.envelope()
+        presence_of = event.subject_id if event.is_presence else None
         for connection in recipients:
-            connection.deliver(envelope, event.id)
+            connection.deliver(envelope, event.id, presence_of)
 
     def _follow_favorite_change(self, event):
         """Keep the favoriting user's sockets watching the listener they (un)favorited."""

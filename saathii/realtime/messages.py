@@ -38,7 +38,7 @@ def parse(raw):
         raise ValueError("messages must be JSON text")
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # a deeply nested message is refused too
         raise ValueError("message is not valid JSON") from None
     if not isinstance(data, dict):
         raise ValueError("message must be a JSON object")

@@ -1,6 +1,9 @@
 """One feed socket from connect to close: greeting, replay, live events, client messages."""
 import logging
+import select
+import socket
 import threading
+import time
 
 import sqlalchemy as sa
 
@@ -15,17 +18,43 @@ from .hub import Connection, message
 log = logging.getLogger(__name__)
 
 
-class LockedSocket:
-    """A socket whose sends are whole and never interleave between threads."""
+class BoundedSocket:
+    """A socket whose sends are whole, never interleave between threads, and give up
+    (shutting the connection down) when the client has not drained them in time: a
+    frozen client cannot hold its writer, or anything waiting on it, for longer."""
 
-    def __init__(self, sock):
+    def __init__(self, sock, timeout):
         self._sock = sock
+        self._timeout = timeout
         self._lock = threading.Lock()
 
     def send(self, data):
-        with self._lock:
-            self._sock.sendall(data)
+        deadline = time.monotonic() + self._timeout
+        if not self._lock.acquire(timeout=self._timeout):
+            raise self._give_up()
+        try:
+            view = memoryview(data)
+            while view:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._writable(remaining):
+                    raise self._give_up()
+                view = view[self._sock.send(view):]
+        finally:
+            self._lock.release()
         return len(data)
+
+    def _writable(self, seconds):
+        poller = select.poll()  # gevent's, under gevent: only this greenlet waits
+        poller.register(self._sock.fileno(), select.POLLOUT)
+        return bool(poller.poll(seconds * 1000))
+
+    def _give_up(self):
+        """Shut the connection down (the reader sees it end) and say why."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return TimeoutError("the client did not read what was sent in time")
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
@@ -39,10 +68,10 @@ def favorite_listener_ids(user_id):
 class FeedSession:
     """Serves one authenticated feed socket."""
 
-    def __init__(self, ws, user_id, since, realtime):
-        ws.sock = LockedSocket(ws.sock)
+    def __init__(self, ws, user_id, since, realtime, config):
+        ws.sock = BoundedSocket(ws.sock, config["FEED_SEND_TIMEOUT_SECONDS"])
         self.ws = ws
-        self.connection = Connection(ws, user_id)
+        self.connection = Connection(ws, user_id, config["FEED_MAX_QUEUED"])
         self.since = since
         self.realtime = realtime
 
@@ -56,12 +85,18 @@ class FeedSession:
         hub.add(connection)
         try:
             # The cursor a client that came without `since` resumes from after a drop.
-            connection.send_now(message("connection_established", {
-                "user_id": connection.user_id,
-                "last_event_id": latest_event_id(connection.user_id)}))
-            if self.since is not None:
-                connection.last_replayed_id = self.since
-                for event in stored_events(connection.user_id, self.since):
+            latest = latest_event_id(connection.user_id)
+            greeting = {"user_id": connection.user_id, "last_event_id": latest}
+            since = self.since
+            if since is not None and since > (latest or 0):
+                # A cursor from the future (a restored database): unknown here. Say so,
+                # and deliver live events from now on instead of dropping them.
+                greeting["cursor_reset"] = True
+                since = None
+            connection.send_now(message("connection_established", greeting))
+            if since is not None:
+                connection.last_replayed_id = since
+                for event in stored_events(connection.user_id, since):
                     connection.send_now(event.envelope())
                     connection.last_replayed_id = event.id
             db.session.close()  # hold no database connection while idle

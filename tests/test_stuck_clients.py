@@ -1,0 +1,153 @@
+"""A frozen or hostile feed client hurts no one else: its socket alone waits, and only
+for FEED_SEND_TIMEOUT_SECONDS; presence is coalesced, so bursts close no healthy socket."""
+import socket
+import threading
+import time
+
+import pytest
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import Request, TextMessage
+
+from saathii.events import Event
+from saathii.realtime.hub import Connection
+
+from .conftest import FeedClient, rest
+
+
+@pytest.fixture
+def config(config):
+    class Bounded(config):
+        FEED_SEND_TIMEOUT_SECONDS = 1
+        FEED_MAX_QUEUED = 50
+
+    return Bounded
+
+
+def frozen_client(base, token, subscribe):
+    """A feed socket that sends its messages, then never reads (a tiny receive buffer)."""
+    host, port = base.split(":")
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    raw.connect((host, int(port)))
+    ws = WSConnection(ConnectionType.CLIENT)
+    raw.sendall(ws.send(Request(host=base, target=f"/ws/feed?token={token}")))
+    ws.receive_data(raw.recv(4096))  # the 101 (and perhaps the greeting)
+    raw.sendall(ws.send(TextMessage(data=subscribe)))
+    return raw
+
+
+def presence(user_id, busy, padding=""):
+    kind = "listener_busy" if busy else "listener_available"
+    return Event(kind, {"user_id": user_id, "is_busy": busy, "bio": padding},
+                 subject_id=user_id)
+
+
+def wait_for(predicate, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_socket_that_stops_reading_stalls_no_one(app, live_server, connect, listener,
+                                                   customer, make_user):
+    realtime = app.extensions["saathii_realtime"]
+    frozen = frozen_client(live_server, listener.token,
+                           '{"type": "subscribe", "subscription": "feed"}')
+    healthy = connect(customer)
+    healthy.send({"type": "subscribe", "subscription": "feed"})
+    assert healthy.receive()["type"] == "subscription_confirmed"
+    wait_for(lambda: realtime.hub.count() == 2)
+    subjects = [make_user(f"busy_{n}", "listener").id for n in range(30)]
+
+    padding = "x" * 4096  # until the kernel's buffers toward the frozen client are full
+    latest, reading = {}, threading.Event()
+    reading.set()
+
+    def read():  # the healthy client reads all along, as a healthy phone does
+        while reading.is_set():
+            try:
+                message = healthy.receive(timeout=0.5)
+            except AssertionError:
+                continue
+            if message["type"].startswith("listener_"):
+                latest[message["data"]["user_id"]] = message["data"]["is_busy"]
+
+    def flood():  # what requests, the relay and the sweeper do: dispatch
+        with app.app_context():
+            for round_ in range(3000):
+                if realtime.hub.count() == 1:
+                    break
+                for user_id in subjects:
+                    realtime.publish(presence(user_id, round_ % 2 == 0, padding))
+                if round_ < 40:  # fewer than FEED_MAX_QUEUED: the send timeout closes it
+                    realtime.publish(Event("favorite_added", {"user_id": customer.id,
+                                                              "username": "john_doe"},
+                                           subject_id=listener.id))
+            for user_id in subjects:
+                realtime.publish(presence(user_id, False))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    dispatcher = threading.Thread(target=flood, daemon=True)
+    dispatcher.start()
+    dispatcher.join(60)
+    assert not dispatcher.is_alive(), "dispatching waited on a frozen socket"
+    # The frozen socket was closed by its send timeout; the healthy one is open and
+    # ends with every user's latest presence.
+    assert realtime.hub.count() == 1
+    wait_for(lambda: latest == {user_id: False for user_id in subjects})
+    reading.clear()
+    reader.join(5)
+    healthy.expect_nothing_queued()
+    # Requests still answer, and their events still arrive.
+    status, body = rest(live_server, "PUT", "/both/status/me", customer, {"is_online": True})
+    assert (status, body["is_online"]) == (200, True)
+    assert healthy.receive()["type"] == "presence_update"
+    frozen.close()
+
+
+def test_presence_is_coalesced_and_other_messages_are_bounded():
+    connection = Connection(ws=None, user_id=1, max_queued=3)
+    for round_ in range(1000):  # a sweep of 5,000 listeners, twice over
+        for user_id in range(5000):
+            if round_ < 2:
+                connection.deliver({"n": round_, "user": user_id}, presence_of=user_id)
+        if round_ >= 2:
+            break
+    assert connection.queued() == 5000 and connection.closing is None
+    first = connection.pending[("presence", 0)]
+    assert first == ({"n": 1, "user": 0}, None)  # the latest presence, in its place
+    for n in range(3):
+        connection.deliver({"favorite": n}, event_id=n + 1)
+    assert connection.closing is None
+    connection.deliver({"favorite": 3}, event_id=4)  # one more than max_queued
+    assert connection.closing == (1008, "Too slow")
+
+
+def test_a_deeply_nested_message_is_refused_and_the_socket_stays(connect, customer):
+    client = connect(customer)
+    client.send("[" * 5000 + "]" * 5000)
+    error = client.receive()
+    assert (error["type"], error["data"]["code"]) == ("error", "INVALID_MESSAGE")
+    client.expect_nothing_queued()
+
+
+def test_a_cursor_beyond_the_newest_event_is_a_reset(live_server, customer, listener):
+    status, _ = rest(live_server, "POST", "/favorites/add", customer,
+                     {"listener_id": listener.id})
+    assert status == 200
+    client = FeedClient(live_server, listener.token, since=1000)
+    try:
+        hello = client.receive()
+        assert hello["type"] == "connection_established"
+        assert hello["data"]["cursor_reset"] is True
+        newest = hello["data"]["last_event_id"]
+        assert newest is not None and newest < 1000
+        status, _ = rest(live_server, "DELETE", "/favorites/remove", customer,
+                         {"listener_id": listener.id})
+        assert status == 200
+        removed = client.receive()
+        assert (removed["type"], removed["id"]) == ("favorite_removed", newest + 1)
+    finally:
+        client.close()
