@@ -82,6 +82,8 @@ class Config:
     EVENT_RELAY = os.environ.get("EVENT_RELAY") or "auto"
     if os.environ.get("RATELIMIT_STORAGE_URI"):
         RATELIMIT_STORAGE_URI = os.environ["RATELIMIT_STORAGE_URI"]
+    # Clock skew forgiven on a token's iat and nbf (never on exp).
+    JWT_LEEWAY_SECONDS = _int("JWT_LEEWAY_SECONDS", 30)
     FEED_PING_INTERVAL_SECONDS = _int("FEED_PING_INTERVAL_SECONDS", 25)
     FEED_MAX_MESSAGE_BYTES = 16 * 1024
     FEED_EVENT_RETENTION_HOURS = _int("FEED_EVENT_RETENTION_HOURS", 24)

@@ -20,7 +20,7 @@ MAX_ID = 2**63 - 1
 def _user_id_from(claims):
     """Return the user id a token names (sub as a string, or user_id as an int)."""
     sub = claims.get("sub")
-    if isinstance(sub, str) and sub.isascii() and sub.isdigit():
+    if isinstance(sub, str) and sub.isascii() and sub.isdigit() and sub == str(int(sub)):
         user_id = int(sub)
     elif sub is None and type(claims.get("user_id")) is int:
         user_id = claims["user_id"]
@@ -34,11 +34,16 @@ def decode_token(token, secret=None):
     if not token:
         return None
     try:
+        # The leeway forgives an auth service clock a little fast (iat, nbf); exp is
+        # checked below without it.
         claims = jwt.decode(
             token, secret or current_app.config["JWT_SECRET"], algorithms=ALGORITHMS,
-            options={"require": ["exp"]},
+            options={"require": ["exp"]}, leeway=current_app.config["JWT_LEEWAY_SECONDS"],
         )
     except jwt.PyJWTError:
+        return None
+    exp = claims["exp"]
+    if type(exp) not in (int, float) or exp <= time.time():  # "123" is no timestamp
         return None
     if claims.get("type", "access") != "access":
         return None
