@@ -55,7 +55,7 @@ OPERATIONS = {
     "/favorites/check/{listener_id}": {"get": {
         "tags": ["favorites"], "summary": "Is this listener in my favorites?",
         "parameters": [_id_param("listener_id", "The listener's user id")],
-        "responses": {"200": _ok(s.FavoriteActionSchema), **_errors(400, 404)}}},
+        "responses": {"200": _ok(s.FavoriteActionSchema), **_errors(400, 404, 429)}}},
     "/favorites": {"get": {
         "tags": ["favorites"],
         "summary": "My favorites, newest first, by page (page, per_page) or by cursor "

@@ -231,3 +231,16 @@ def test_favorite_ids_are_never_reused(client, customer, listener, make_user):
     assert second["favorite_id"] > first["favorite_id"]
     newer = client.get(f"/favorites?min_id={first['favorite_id']}", headers=customer.headers)
     assert [f["user_id"] for f in newer.json["favorites"]] == [other.id]
+
+
+def test_check_names_only_active_listeners(app, client, customer, listener, make_user):
+    from saathii.extensions import db
+    from saathii.models import User
+
+    other_customer = make_user("priya_s", "customer")
+    with app.app_context():
+        db.session.get(User, listener.id).is_active = False
+        db.session.commit()
+    for user_id in (other_customer.id, listener.id):
+        response = client.get(f"/favorites/check/{user_id}", headers=customer.headers)
+        assert (response.status_code, response.json) == (404, {"detail": "Listener not found"})

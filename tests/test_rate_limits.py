@@ -156,3 +156,12 @@ def test_limits_outside_views_are_refused_at_start(config, setting):
     setattr(WithLimit, setting, "100 per minute")
     with pytest.raises(RuntimeError, match=f"{setting} is not supported"):
         create_app(WithLimit)
+
+
+def test_favorite_checks_share_the_look_up_budget(limited, customer, listener):
+    client = limited
+    assert client.get(f"/users/{listener.id}/presence",
+                      headers=customer.headers).status_code == 200
+    response = client.get(f"/favorites/check/{listener.id}", headers=customer.headers)
+    assert (response.status_code, response.json["is_favorited"]) == (200, False)
+    assert_limited(client.get(f"/favorites/check/{listener.id}", headers=customer.headers))

@@ -4,7 +4,7 @@ from flask import Blueprint, g
 from ..auth import checks_user_itself, current_user, parsed, require_user
 from ..domain import favorites
 from ..extensions import db
-from ..limits import favorite_changes_limit
+from ..limits import favorite_changes_limit, presence_lookups_limit
 from ..pagination import cursor_links, page_links
 from ..schemas import (
     CURSOR_PARAMS, favorite_action_schema, favorite_request_schema,
@@ -52,6 +52,7 @@ def remove():
 
 
 @bp.get("/check/<listener_id>")
+@presence_lookups_limit  # it names another user, as presence look-ups do: one budget
 def check(listener_id):
     """Tell whether a listener is in the caller's favorites."""
     listener, found = favorites.is_favorited(current_user(), path_id(listener_id, "listener_id"))

@@ -15,9 +15,11 @@ from . import prebuilt, read, upsert
 
 
 
-def _find_user(user_id):
+def _find_listener(user_id):
+    """The active listener with this id, or 404 (customers and deactivated accounts
+    are not named to other users)."""
     user = db.session.get(User, user_id)
-    if user is None:
+    if user is None or user.role != "listener" or not user.is_active:
         raise not_found("Listener not found")
     return user
 
@@ -115,7 +117,7 @@ def remove_favorite(caller_id, listener_id):
 
 def is_favorited(user, listener_id):
     """Return (listener, whether the user has favorited them)."""
-    listener = _find_user(listener_id)
+    listener = _find_listener(listener_id)
     found = db.session.scalar(
         sa.select(Favorite.id).where(
             Favorite.user_id == user.id, Favorite.listener_id == listener_id
