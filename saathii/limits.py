@@ -1,9 +1,11 @@
 """Per-user rate limits (Flask-Limiter): heartbeats, favorite changes, presence look-ups."""
+import logging
 from functools import wraps
 
 from flask import current_app, g
 from flask_limiter import RateLimitExceeded
 from flask_limiter.util import get_remote_address
+from limits import parse
 
 from .auth import bearer_token, current_user, user_id_for_token
 from .extensions import limiter
@@ -44,6 +46,21 @@ def _outside_limited_views():
     limiter's own before-request pass has nothing to count: skip it, and let it work
     only inside a limited view."""
     return not g.get("rate_limited_view", False)
+
+
+def spend(setting, scope, user_id):
+    """Count one hit of a user against a view's shared limit from outside a view (a feed
+    ping spends the heartbeat budget); return whether it was within the limit. The key is
+    the one Flask-Limiter gives the views' hits, so both count against one budget."""
+    config = current_app.config
+    if not config["RATELIMIT_ENABLED"]:
+        return True
+    key = [config["RATELIMIT_KEY_PREFIX"], f"user:{user_id}", scope]
+    try:
+        return limiter.limiter.hit(parse(config[setting]), *[part for part in key if part])
+    except Exception:  # noqa: BLE001 - as in views: a failing store lets the hit through
+        logging.getLogger(__name__).warning("rate-limit store failed", exc_info=True)
+        return True
 
 
 heartbeat_limit = _limit("RATELIMIT_HEARTBEAT", "heartbeat")
