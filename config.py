@@ -91,6 +91,9 @@ class Config:
     # through PostgreSQL's LISTEN/NOTIFY; on SQLite alone they stay in one process.
     REDIS_URL = os.environ.get("REDIS_URL") or None
     REDIS_CHANNEL = os.environ.get("REDIS_CHANNEL", "saathii:events")
+    # Each Redis call made on a request's behalf (rate limits, publishing) gives up after
+    # this long, and is not retried.
+    REDIS_TIMEOUT_SECONDS = _float("REDIS_TIMEOUT_SECONDS", 0.5)
     NOTIFY_CHANNEL = os.environ.get("NOTIFY_CHANNEL", "saathii_events")
     # auto, redis, postgresql or none: resolved by event_relay() when the app is made.
     EVENT_RELAY = os.environ.get("EVENT_RELAY") or "auto"

@@ -10,6 +10,7 @@ from limits import parse
 from .auth import bearer_token, current_user, user_id_for_token
 from .extensions import limiter
 from .limit_counters import ProcessCounters  # noqa: F401 - registers process-memory://
+from .realtime.relay import client_options
 
 
 def caller_key():
@@ -76,6 +77,12 @@ def init_app(app):
             raise RuntimeError(f"{setting} is not supported: limits here are set per view "
                                "(saathii/limits.py)")
     config.setdefault("RATELIMIT_STORAGE_URI", config.get("REDIS_URL") or "process-memory://")
+    if config["RATELIMIT_STORAGE_URI"].startswith("redis"):
+        # Every request waits on this store: bounded and never retried, so a stalled
+        # Redis costs a request REDIS_TIMEOUT_SECONDS once, then the limiter counts in
+        # memory (the fallback below) and looks at Redis again with a growing backoff.
+        config.setdefault("RATELIMIT_STORAGE_OPTIONS",
+                          client_options(config["REDIS_TIMEOUT_SECONDS"]))
     config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     # If Redis fails, count in memory for a while rather than fail requests.
     config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)

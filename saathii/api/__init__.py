@@ -29,7 +29,8 @@ def read_body():
         raise APIError(408, "Request body not received in time", close=True) from None
     except HTTPException:
         raise
-    except (OSError, ValueError):  # a malformed chunked body, or the client went away
+    except Exception:  # noqa: BLE001 - the server's parse errors (a bad chunk size, a
+        # missing terminator) or a client that went away: the body is unusable
         raise APIError(400, "Malformed request body", close=True) from None
     if request.content_length is None and len(raw) >= current_app.config["MAX_CONTENT_LENGTH"]:
         # A chunked body is cut at the limit rather than refused: refuse it here.

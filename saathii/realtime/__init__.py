@@ -45,7 +45,8 @@ class Realtime:
 def _relay(config, hub):
     kind = config["EVENT_RELAY"]
     if kind == "redis":
-        return RedisRelay(config["REDIS_URL"], hub, config["REDIS_CHANNEL"])
+        return RedisRelay(config["REDIS_URL"], hub, config["REDIS_CHANNEL"],
+                          config["REDIS_TIMEOUT_SECONDS"])
     if kind == "postgresql":
         return PostgresRelay(db.engine, hub, config["NOTIFY_CHANNEL"])
     return None
