@@ -131,3 +131,21 @@ def test_a_full_pool_is_a_503_with_retry_after(app, client, customer):
     assert response.status_code == 503
     assert response.json == {"detail": "Service temporarily unavailable, try again shortly"}
     assert response.headers["Retry-After"] == "5"
+
+
+@pytest.mark.parametrize("request_head, status, detail", [
+    ("GET /ws/feed?token=secret.jwt.value&n=\xe9 HTTP/1.1\r\n\r\n", 400, "Bad Request: "),
+    ("GET /" + "a" * 5000 + " HTTP/1.1\r\n\r\n", 414, "URI Too Long: "),
+    ("GET / HTTP/1.1\r\n" + "".join(f"X-{n}: 1\r\n" for n in range(200)) + "\r\n", 431,
+     "Request Header Fields Too Large: "),
+], ids=["bad-request-line", "long-uri", "many-headers"])
+def test_what_gunicorn_cannot_parse_is_answered_in_json(server, request_head, status, detail):
+    sock = raw_request(server, "")
+    sock.sendall(request_head.encode("latin-1"))
+    try:
+        answer = read_response(sock)
+    finally:
+        sock.close()
+    assert answer[0] == status and answer[2] is True
+    assert answer[1]["detail"].startswith(detail)
+    assert "secret.jwt.value" not in answer[1]["detail"]
