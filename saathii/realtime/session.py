@@ -2,6 +2,7 @@
 import logging
 import select
 import socket
+import struct
 import threading
 import time
 
@@ -18,6 +19,8 @@ from . import inbox, messages
 from .hub import Connection, message
 
 log = logging.getLogger(__name__)
+
+NO_LINGER = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets
 
 
 class BoundedSocket:
@@ -51,8 +54,12 @@ class BoundedSocket:
         return bool(poller.poll(seconds * 1000))
 
     def _give_up(self):
-        """Shut the connection down (the reader sees it end) and say why."""
+        """Shut the connection down (the reader sees it end) and say why. Once closed it
+        is reset, not ended in order: what the client never read is dropped at once
+        rather than held by the kernel (megabytes) while it probes a window that stays
+        shut."""
         try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, NO_LINGER)
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
