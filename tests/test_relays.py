@@ -31,7 +31,9 @@ def needs_postgresql(config):
 
 
 def start_web(web_process, config, relay, **env):
-    """The Procfile's web command with its default worker count; (base, worker pids)."""
+    """The Procfile's web command with its default worker count; (base, worker pids).
+    A user may hold as many sockets as the tests open to reach every worker."""
+    env.setdefault("FEED_MAX_SOCKETS_PER_USER", ATTEMPTS)
     base = web_process(workers=None, relay=relay, **env)
     expected = 1 if relay is None and is_sqlite(config) else 2
     pids = worker_pids(web_process.masters[-1], expected)
