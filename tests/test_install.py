@@ -85,6 +85,18 @@ def lean(lean_venv, config, tmp_path):
             process.wait()
 
 
+def get(base, path):
+    """The body of a 200 response to GET path."""
+    connection = http.client.HTTPConnection(base, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        assert response.status == 200, path
+        return response.read()
+    finally:
+        connection.close()
+
+
 @pytest.fixture
 def empty_database(app):
     """The test database without tables: the release phase creates them."""
@@ -125,12 +137,8 @@ def test_the_procfile_runs_from_requirements_txt_alone(lean, empty_database, tmp
     web = lean.start(processes["web"], PORT=str(port))
     wait_until_listening(web, port)
     base = f"127.0.0.1:{port}"
-    connection = http.client.HTTPConnection(base, timeout=10)
-    connection.request("GET", "/openapi.json")
-    response = connection.getresponse()
-    assert response.status == 200
-    assert "/both/status/heartbeat" in json.loads(response.read())["paths"]
-    connection.close()
+    assert "/both/status/heartbeat" in json.loads(get(base, "/openapi.json"))["paths"]
+    assert b"SwaggerUIBundle" in get(base, "/docs/swagger-ui/swagger-ui-bundle.js")
     assert rest(base, "POST", "/both/status/heartbeat", account) == (
         200, {"message": "Heartbeat received"})
     status, body = rest(base, "GET", "/both/status/me", account)
