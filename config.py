@@ -18,6 +18,11 @@ def _int(name, default):
     return int(value) if value not in (None, "") else default
 
 
+def _float(name, default):
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
 def database_url(value):
     """Return a SQLAlchemy URL for DATABASE_URL, rewriting Heroku-style postgres:// URLs."""
     if not value:
@@ -64,10 +69,19 @@ class Config:
         "pool_pre_ping": False,
         "pool_size": _int("DB_POOL_SIZE", 20),
         "max_overflow": _int("DB_MAX_OVERFLOW", 10),
-        "pool_timeout": _int("DB_POOL_TIMEOUT_SECONDS", 10),
+        "pool_timeout": _int("DB_POOL_TIMEOUT_SECONDS", 10),  # REQUEST_TIMEOUT_SECONDS first
     }
     SQLITE_BUSY_TIMEOUT_MS = _int("SQLITE_BUSY_TIMEOUT_MS", 5000)
+    # PostgreSQL ends a statement that runs longer than this (0: no limit; migrations
+    # and imports run without it).
+    DB_STATEMENT_TIMEOUT_SECONDS = _float("DB_STATEMENT_TIMEOUT_SECONDS", 10)
+    # Once its body is in, a request may take this long; past it (a stalled database,
+    # say) it is answered 503 with Retry-After. Enforced under gunicorn's gevent workers.
+    REQUEST_TIMEOUT_SECONDS = _float("REQUEST_TIMEOUT_SECONDS", 5)
     MAX_CONTENT_LENGTH = 16 * 1024
+    # A request body must arrive whole within this time (else 408): no slow client holds
+    # a worker's attention, and none holds a database connection (bodies are read first).
+    REQUEST_BODY_TIMEOUT_SECONDS = _float("REQUEST_BODY_TIMEOUT_SECONDS", 10)
     PORT = _int("PORT", 5000)
     # The public URL prefix is taken from the request; behind a proxy set this so
     # Link headers point at the public scheme and host.
@@ -77,6 +91,9 @@ class Config:
     # through PostgreSQL's LISTEN/NOTIFY; on SQLite alone they stay in one process.
     REDIS_URL = os.environ.get("REDIS_URL") or None
     REDIS_CHANNEL = os.environ.get("REDIS_CHANNEL", "saathii:events")
+    # Each Redis call made on a request's behalf (rate limits, publishing) gives up after
+    # this long, and is not retried.
+    REDIS_TIMEOUT_SECONDS = _float("REDIS_TIMEOUT_SECONDS", 0.5)
     NOTIFY_CHANNEL = os.environ.get("NOTIFY_CHANNEL", "saathii_events")
     # auto, redis, postgresql or none: resolved by event_relay() when the app is made.
     EVENT_RELAY = os.environ.get("EVENT_RELAY") or "auto"
@@ -91,6 +108,14 @@ class Config:
     FEED_SEND_TIMEOUT_SECONDS = _int("FEED_SEND_TIMEOUT_SECONDS", 10)
     # Messages other than presence a socket may have queued; past that it is too slow.
     FEED_MAX_QUEUED = _int("FEED_MAX_QUEUED", 1000)
+    # Sockets one user may hold in a worker; a new one closes the oldest past this.
+    FEED_MAX_SOCKETS_PER_USER = _int("FEED_MAX_SOCKETS_PER_USER", 10)
+    # Messages a client may send a second, and in one burst (also the most it may have
+    # unanswered); past either its socket is closed (1008).
+    FEED_MESSAGES_PER_SECOND = _int("FEED_MESSAGES_PER_SECOND", 5)
+    FEED_MESSAGE_BURST = _int("FEED_MESSAGE_BURST", 20)
+    # How often open sockets' accounts are checked; deactivated ones are closed.
+    FEED_ACCOUNT_CHECK_SECONDS = _float("FEED_ACCOUNT_CHECK_SECONDS", 30)
     # Per-user rate limits (Flask-Limiter syntax); stored in Redis when REDIS_URL is set.
     RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
     RATELIMIT_HEARTBEAT = os.environ.get("RATELIMIT_HEARTBEAT", "12 per minute")

@@ -2,7 +2,11 @@
 
 gevent workers hold each idle feed socket as a greenlet rather than an OS thread.
 """
+import json
 import os
+import re
+
+from gunicorn import util
 
 from config import database_url, event_relay
 
@@ -36,3 +40,21 @@ def post_worker_init(worker):
     from saathii.scheduler import start_in_background
 
     start_in_background(worker.wsgi)
+
+
+TOKEN = re.compile(r"(token=)[^&\s\"']+")
+REDACTED = r"\1[redacted]"
+
+
+def write_json_error(sock, status_int, reason, mesg):
+    """gunicorn's own answers to requests it cannot parse (400, 414, 431...), as the
+    service's JSON errors rather than an HTML page; a token in a request line is not
+    echoed."""
+    detail = f"{reason}: {TOKEN.sub(REDACTED, mesg)}" if mesg else reason
+    body = json.dumps({"detail": detail}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+util.write_error = write_json_error  # the workers call util.write_error

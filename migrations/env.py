@@ -92,6 +92,9 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        if connection.dialect.name == "postgresql":  # a migration may take its time
+            connection.exec_driver_sql("SET statement_timeout = 0")
+            connection.commit()  # else the migrations would run inside this transaction
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),

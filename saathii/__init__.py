@@ -10,7 +10,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config, event_relay
 
-from . import database, events, limits, realtime, scheduler
+from . import database, deadline, events, limits, realtime, scheduler
+from .api import read_body
 from .errors import bad_request, register_error_handlers
 from .extensions import db, migrate, sock
 from .json_provider import OrjsonProvider
@@ -45,8 +46,15 @@ def _sqlite_pragmas(dbapi_connection, connection_record):
 
 
 def _prepare_database(config):
-    """SQLite: make its folder and set the busy timeout."""
+    """PostgreSQL: bounded connects, keepalives and a statement timeout. SQLite: make its
+    folder and set the busy timeout."""
     url = config["SQLALCHEMY_DATABASE_URI"]
+    if url.startswith("postgresql"):
+        options = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+        options["connect_args"] = {
+            **database.postgresql_connect_args(config["DB_STATEMENT_TIMEOUT_SECONDS"]),
+            **options.get("connect_args", {})}
+        config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     if not url.startswith("sqlite"):
         return
     if url.startswith("sqlite:///") and ":memory:" not in url:
@@ -91,6 +99,8 @@ def create_app(config_class=Config):
     scheduler.init_app(app)
     register_error_handlers(app)
     app.before_request(check_host)
+    app.before_request(read_body)  # before any hook or view takes a database connection
+    deadline.init_app(app)  # from when the body is in
 
     from .api import docs, favorites, feed, presence
     app.register_blueprint(favorites.bp)

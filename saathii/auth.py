@@ -56,22 +56,25 @@ _verified = {}
 MAX_VERIFIED = 100_000
 
 
-def _verified_user_id(token):
+def verified_token(token):
+    """Return (user id, expiry as a Unix time) of a valid access token, or None."""
+    if not token:
+        return None
     secret = current_app.config["JWT_SECRET"]
     known = _verified.get((secret, token))
     if known is not None:
-        user_id, expires = known
-        if time.time() < expires:
-            return user_id
+        if time.time() < known[1]:
+            return known
         del _verified[(secret, token)]
         return None
     claims = decode_token(token, secret)
     user_id = _user_id_from(claims) if claims else None
-    if user_id is not None and isinstance(claims.get("exp"), (int, float)):
-        if len(_verified) >= MAX_VERIFIED:
-            _verified.clear()
-        _verified[(secret, token)] = (user_id, claims["exp"])
-    return user_id
+    if user_id is None:
+        return None
+    if len(_verified) >= MAX_VERIFIED:
+        _verified.clear()
+    known = _verified[(secret, token)] = (user_id, claims["exp"])
+    return known
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,8 @@ class Caller:
 
 def user_id_for_token(token):
     """Return the user id a valid access token names, or None (the user is not checked)."""
-    return _verified_user_id(token) if token else None
+    verified = verified_token(token)
+    return verified[0] if verified is not None else None
 
 
 def active_caller(user_id):

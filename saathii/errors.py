@@ -1,11 +1,15 @@
 """Every JSON error the service sends is built here."""
 import logging
+import socket
 
-from flask import jsonify
+from flask import jsonify, request
 from marshmallow import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
+
+from .deadline import DeadlineExceeded
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +28,13 @@ HTTP_DETAILS = {
 class APIError(Exception):
     """An error answered as JSON: {"detail": ..., "errors"?: {...}}."""
 
-    def __init__(self, status, detail, errors=None, headers=None):
+    def __init__(self, status, detail, errors=None, headers=None, close=False):
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.errors = errors
         self.headers = headers or {}
+        self.close = close  # end the connection once the answer is sent
 
 
 def bad_request(detail, errors=None):
@@ -66,7 +71,7 @@ def validation_error(err):
     return APIError(400, "; ".join(parts) or "Invalid input", errors=messages)
 
 
-def error_response(status, detail, errors=None, headers=None):
+def error_response(status, detail, errors=None, headers=None, close=False):
     """Build the JSON response for an error."""
     body = {"detail": detail}
     if errors:
@@ -75,7 +80,23 @@ def error_response(status, detail, errors=None, headers=None):
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
+    if close:
+        _close_after(response)
     return response
+
+
+def _close_after(response):
+    """Shut the connection down once the response is sent (servers ignore an app's
+    Connection header)."""
+    response.headers["Connection"] = "close"
+    sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+    if sock is not None:
+        def shut():
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        response.call_on_close(shut)
 
 
 def register_error_handlers(app):
@@ -83,7 +104,7 @@ def register_error_handlers(app):
 
     @app.errorhandler(APIError)
     def handle_api_error(err):
-        return error_response(err.status, err.detail, err.errors, err.headers)
+        return error_response(err.status, err.detail, err.errors, err.headers, err.close)
 
     @app.errorhandler(ValidationError)
     def handle_validation_error(err):
@@ -100,6 +121,12 @@ def register_error_handlers(app):
         if err.code == 429 and getattr(err, "retry_after", None):
             headers["Retry-After"] = str(err.retry_after)
         return error_response(err.code, detail, headers=headers)
+
+    @app.errorhandler(PoolTimeout)
+    @app.errorhandler(DeadlineExceeded)
+    def handle_timeout(err):
+        log.error("request ran out of time (%s)", err)
+        return handle_api_error(unavailable())
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(DBAPIError)

@@ -1,13 +1,16 @@
 """Per-user rate limits (Flask-Limiter): heartbeats, favorite changes, presence look-ups."""
+import logging
 from functools import wraps
 
 from flask import current_app, g
 from flask_limiter import RateLimitExceeded
 from flask_limiter.util import get_remote_address
+from limits import parse
 
 from .auth import bearer_token, current_user, user_id_for_token
 from .extensions import limiter
 from .limit_counters import ProcessCounters  # noqa: F401 - registers process-memory://
+from .realtime.relay import client_options
 
 
 def caller_key():
@@ -46,6 +49,21 @@ def _outside_limited_views():
     return not g.get("rate_limited_view", False)
 
 
+def spend(setting, scope, user_id):
+    """Count one hit of a user against a view's shared limit from outside a view (a feed
+    ping spends the heartbeat budget); return whether it was within the limit. The key is
+    the one Flask-Limiter gives the views' hits, so both count against one budget."""
+    config = current_app.config
+    if not config["RATELIMIT_ENABLED"]:
+        return True
+    key = [config["RATELIMIT_KEY_PREFIX"], f"user:{user_id}", scope]
+    try:
+        return limiter.limiter.hit(parse(config[setting]), *[part for part in key if part])
+    except Exception:  # noqa: BLE001 - as in views: a failing store lets the hit through
+        logging.getLogger(__name__).warning("rate-limit store failed", exc_info=True)
+        return True
+
+
 heartbeat_limit = _limit("RATELIMIT_HEARTBEAT", "heartbeat")
 favorite_changes_limit = _limit("RATELIMIT_FAVORITE_CHANGES", "favorite-changes")
 presence_lookups_limit = _limit("RATELIMIT_PRESENCE_LOOKUPS", "presence-lookups")
@@ -59,6 +77,12 @@ def init_app(app):
             raise RuntimeError(f"{setting} is not supported: limits here are set per view "
                                "(saathii/limits.py)")
     config.setdefault("RATELIMIT_STORAGE_URI", config.get("REDIS_URL") or "process-memory://")
+    if config["RATELIMIT_STORAGE_URI"].startswith("redis"):
+        # Every request waits on this store: bounded and never retried, so a stalled
+        # Redis costs a request REDIS_TIMEOUT_SECONDS once, then the limiter counts in
+        # memory (the fallback below) and looks at Redis again with a growing backoff.
+        config.setdefault("RATELIMIT_STORAGE_OPTIONS",
+                          client_options(config["REDIS_TIMEOUT_SECONDS"]))
     config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     # If Redis fails, count in memory for a while rather than fail requests.
     config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)

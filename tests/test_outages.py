@@ -1,11 +1,9 @@
 """Outages. Redis going away: REST keeps working, each process keeps serving its own
-sockets, and events cross processes again once Redis is back. PostgreSQL going away:
-requests get 503 JSON, and the service recovers by itself when the database returns."""
+sockets, and events cross processes again once Redis is back. (PostgreSQL going away or
+stalling, through a proxy: tests/test_stalls.py.)"""
 import json
-import os
 import shutil
 import subprocess
-import threading
 import time
 
 import pytest
@@ -86,75 +84,3 @@ def test_redis_outage(web_process, private_redis, customer, listener, tmp_path):
     finally:
         on_a.close()
         on_b.close()
-
-
-@pytest.fixture
-def postgres_control(config):
-    """Stop and start this machine's PostgreSQL (the test database's server)."""
-    if not config.SQLALCHEMY_DATABASE_URI.startswith("postgresql"):
-        pytest.skip("the test database is not PostgreSQL")
-    version = next(iter(sorted(os.listdir("/etc/postgresql"))), None) \
-        if os.path.isdir("/etc/postgresql") else None
-    if version is None or shutil.which("pg_ctlcluster") is None:
-        message = "cannot stop and start the local PostgreSQL (pg_ctlcluster)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-
-    def ctl(action, check=True):
-        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action]
-                       + (["-m", "fast"] if action == "stop" else []),
-                       check=check, timeout=60, capture_output=True)
-
-    yield ctl
-    ctl("start", check=False)  # whatever happened, leave the server running
-
-
-def test_postgres_outage(web_process, postgres_control, customer, listener, tmp_path):
-    server = web_process()
-    results, stop = [], threading.Event()
-
-    def load():
-        while not stop.is_set():
-            for method, path in (("POST", "/both/status/heartbeat"), ("GET", "/favorites")):
-                began = time.monotonic()  # when the request was sent
-                try:
-                    results.append((began, *rest(server, method, path, customer)))
-                except OSError as err:  # the service itself must stay up
-                    results.append((began, "connection failed", str(err)))
-            time.sleep(0.02)
-
-    worker = threading.Thread(target=load, daemon=True)
-    worker.start()
-    try:
-        # The server answers normally before the outage (and says why if it does not).
-        deadline = time.monotonic() + 30
-        while not any(status == 200 for _, status, _ in results[-4:]):
-            assert time.monotonic() < deadline, results[-4:]
-            time.sleep(0.1)
-        time.sleep(1)
-        stopping_at = time.monotonic()
-        postgres_control("stop")
-        stopped_at = time.monotonic()
-        time.sleep(3)
-        restarting_at = time.monotonic()  # it may answer before start() returns
-        postgres_control("start")
-        started_at = time.monotonic()
-        deadline = started_at + 60
-        while time.monotonic() < deadline:  # recovers by itself, no restart
-            if any(t > started_at + 1 and status == 200 for t, status, _ in results[-20:]):
-                break
-            time.sleep(0.2)
-    finally:
-        stop.set()
-        worker.join(10)
-    during = [(status, body) for t, status, body in results if stopped_at < t < restarting_at]
-    assert during, "no requests were made during the outage"
-    assert all(status == 503 for status, _ in during), {status for status, _ in during}
-    assert all(isinstance(body, dict) and body.get("detail") for _, body in during)
-    after = [status for t, status, _ in results if t > started_at + 1]
-    assert after and after[-1] == 200
-    before = [(status, body) for t, status, body in results if t < stopping_at]
-    assert all(status == 200 for status, _ in before[-10:]), before[-10:]
-    logs = "".join(path.read_text() for path in tmp_path.glob("process-*.log"))
-    assert "Traceback" not in logs

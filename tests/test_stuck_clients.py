@@ -1,5 +1,7 @@
 """A frozen or hostile feed client hurts no one else: its socket alone waits, and only
 for FEED_SEND_TIMEOUT_SECONDS; presence is coalesced, so bursts close no healthy socket."""
+import errno
+import json
 import socket
 import threading
 import time
@@ -24,7 +26,8 @@ def config(config):
 
 
 def frozen_client(base, token, subscribe):
-    """A feed socket that sends its messages, then never reads (a tiny receive buffer)."""
+    """A feed socket that sends its messages, then never reads (a tiny receive buffer);
+    returns the raw socket and its wsproto connection (to send more frames with)."""
     host, port = base.split(":")
     raw = socket.socket()
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
@@ -33,7 +36,7 @@ def frozen_client(base, token, subscribe):
     raw.sendall(ws.send(Request(host=base, target=f"/ws/feed?token={token}")))
     ws.receive_data(raw.recv(4096))  # the 101 (and perhaps the greeting)
     raw.sendall(ws.send(TextMessage(data=subscribe)))
-    return raw
+    return raw, ws
 
 
 def presence(user_id, busy, padding=""):
@@ -52,8 +55,8 @@ def wait_for(predicate, timeout=20):
 def test_a_socket_that_stops_reading_stalls_no_one(app, live_server, connect, listener,
                                                    customer, make_user):
     realtime = app.extensions["saathii_realtime"]
-    frozen = frozen_client(live_server, listener.token,
-                           '{"type": "subscribe", "subscription": "feed"}')
+    frozen, _ = frozen_client(live_server, listener.token,
+                              '{"type": "subscribe", "subscription": "feed"}')
     healthy = connect(customer)
     healthy.send({"type": "subscribe", "subscription": "feed"})
     assert healthy.receive()["type"] == "subscription_confirmed"
@@ -151,3 +154,47 @@ def test_a_cursor_beyond_the_newest_event_is_a_reset(live_server, customer, list
         assert (removed["type"], removed["id"]) == ("favorite_removed", newest + 1)
     finally:
         client.close()
+
+
+def test_a_frozen_socket_stalls_no_one_under_gunicorn(web_process, customer, listener,
+                                                      make_user):
+    """The same under the Procfile's web command (gevent): a client that never reads while
+    its answers pile up (3.5 KB confirmations of 500-id subscriptions, past the kernel's
+    buffers) is closed by its send timeout; meanwhile REST and other sockets are served."""
+    server = web_process(workers=1, relay=None, FEED_SEND_TIMEOUT_SECONDS=1,
+                         FEED_MESSAGES_PER_SECOND=100_000, FEED_MESSAGE_BURST=100_000,
+                         FEED_MAX_QUEUED=100_000)
+    healthy = FeedClient(server, customer.token)
+    assert healthy.receive()["type"] == "connection_established"
+    healthy.send({"type": "subscribe", "subscription": "feed"})
+    assert healthy.receive()["type"] == "subscription_confirmed"
+    toggling = [make_user(f"toggling_{n}", "listener") for n in range(4)]
+    subscribe = json.dumps({"type": "subscribe", "user_ids": list(range(1, 501))})
+    frozen, ws = frozen_client(server, listener.token, subscribe)
+    frame = ws.send(TextMessage(data=subscribe))
+    try:
+        for _ in range(800):  # about 2.8 MB of answers, none of them read
+            frozen.sendall(frame)
+        for round_ in range(6):  # others are served all along, and hear every change
+            for account in toggling:
+                change = {"is_busy": round_ % 2 == 0}
+                if round_ == 5:  # a last state no earlier one looks like
+                    change = {"is_busy": True, "wait_time": 7}
+                status, body = rest(server, "PUT", "/both/status/me", account, change)
+                assert (status, body["is_busy"]) == (200, change["is_busy"])
+        final = {account.id: (True, 7) for account in toggling}
+        latest = {}
+        while latest != final:
+            message = healthy.receive(timeout=10)
+            if message["type"].startswith("listener_"):
+                data = message["data"]
+                latest[data["user_id"]] = (data["is_busy"], data["wait_time"])
+        healthy.expect_nothing_queued()
+        # The server gave up on it and reset the connection (read without reading: a
+        # client that drained now would no longer be frozen).
+        wait_for(lambda: frozen.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                 == errno.ECONNRESET, timeout=60)
+    finally:
+        frozen.close()
+        healthy.close()
+

@@ -1,8 +1,11 @@
 """The feed socket: /ws/feed (and /ws/presence), authenticated before the upgrade."""
+import base64
+import binascii
+
 from flask import Blueprint, current_app, g, request
 
-from ..auth import bearer_token, user_for_token
-from ..errors import bad_request, unauthorized
+from ..auth import active_caller, bearer_token, verified_token
+from ..errors import APIError, bad_request, unauthorized
 from ..extensions import db, sock
 from ..fields import is_id
 from ..realtime import devserver, realtime
@@ -12,16 +15,35 @@ bp = Blueprint("feed", __name__)
 bp.after_request(devserver.end_socket_quietly)
 
 
+def check_handshake():
+    """Refuse an upgrade that simple-websocket could not complete (400, not a 500)."""
+    try:
+        key = base64.b64decode(request.headers.get("Sec-WebSocket-Key", ""), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 16:
+        raise bad_request("Invalid WebSocket handshake: Sec-WebSocket-Key is missing or "
+                          "malformed")
+    if request.headers.get("Sec-WebSocket-Version") != "13":
+        raise APIError(400, "Invalid WebSocket handshake: Sec-WebSocket-Version must be 13",
+                       headers={"Sec-WebSocket-Version": "13"})
+    # No permessage-deflate: the message size limit then holds on what the server keeps
+    # (a small compressed frame can inflate to megabytes), and each socket saves a zlib
+    # context; the feed's messages are small (README: "Bounded sockets").
+    request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+
+
 @bp.before_request
 def authenticate():
-    """Check the token (and since) before the socket is accepted."""
-    user = user_for_token(request.args.get("token") or bearer_token())
-    if user is None:
+    """Check the handshake, the token and since before the socket is accepted."""
+    check_handshake()
+    verified = verified_token(request.args.get("token") or bearer_token())
+    if verified is None or active_caller(verified[0]) is None:
         raise unauthorized()
     since = request.args.get("since")
     if since is not None and not is_id(since, minimum=0):
         raise bad_request("since must be the id of the last event received")
-    g.feed_user_id = user.id
+    g.feed_user_id, g.feed_expires_at = verified
     g.feed_since = int(since) if since is not None else None
     db.session.close()
 
@@ -29,7 +51,8 @@ def authenticate():
 def feed(ws):
     """Serve one feed socket until it closes."""
     g.socket_served = ws  # the development server's ending needs it (devserver)
-    FeedSession(ws, g.feed_user_id, g.feed_since, realtime(), current_app.config).run()
+    FeedSession(ws, g.feed_user_id, g.feed_since, realtime(), current_app.config,
+                expires_at=g.feed_expires_at).run()
 
 
 sock.route("/ws/feed", bp=bp, endpoint="feed")(feed)

@@ -43,9 +43,10 @@ def heartbeat():
 
 @bp.put("/both/status/me")
 @bp.put("/users/me/status")
+@checks_user_itself  # the body is validated before the account check takes a connection
 def update_my_status():
     """Change the caller's online, busy or wait_time state."""
-    changes = json_body(status_update_schema)
+    changes = parsed(json_body, status_update_schema)
     status = presence.update_status(current_user().id, changes)
     db.session.commit()
     return status_schema.dump(status)

@@ -5,6 +5,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from ..deadline import DeadlineExceeded
 from ..extensions import db
 
 INSERTS = {"postgresql": pg_insert, "sqlite": sqlite_insert}
@@ -51,6 +52,9 @@ def _read_pooled(sql, defaults, params):
         if lost:
             pooled.invalidate(err)
         raise _as_sqlalchemy(err, sql, params, lost) from err
+    except DeadlineExceeded as err:  # mid-query: the connection is of no further use
+        pooled.invalidate(err)
+        raise
     finally:
         try:
             if not connection.closed:

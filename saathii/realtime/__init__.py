@@ -3,6 +3,7 @@ from flask import current_app
 
 from ..events import bus
 from ..extensions import db
+from .guard import AccountGuard
 from .hub import Hub
 from .pg_relay import PostgresRelay
 from .relay import RedisRelay
@@ -14,9 +15,10 @@ class Realtime:
     """The process's hub, and the relay to other processes (config EVENT_RELAY): Redis,
     PostgreSQL's LISTEN/NOTIFY, or none."""
 
-    def __init__(self, hub, relay=None):
+    def __init__(self, hub, relay=None, guard=None):
         self.hub = hub
         self.relay = relay
+        self.guard = guard
 
     def publish(self, event):
         """Deliver a committed event here at once, and to the other processes."""
@@ -25,12 +27,17 @@ class Realtime:
             self.relay.publish(event)
 
     def listen(self):
-        """Make sure this process hears other processes' events (once it holds sockets)."""
+        """Once this process holds sockets: make sure it hears other processes' events,
+        and that the sockets of deactivated accounts are closed."""
+        if self.guard is not None:
+            self.guard.start()
         if self.relay is not None:
             self.relay.start()
 
     def stop(self):
-        """Stop hearing other processes."""
+        """Stop hearing other processes, and the guard."""
+        if self.guard is not None:
+            self.guard.stop()
         if self.relay is not None:
             self.relay.stop()
 
@@ -38,7 +45,8 @@ class Realtime:
 def _relay(config, hub):
     kind = config["EVENT_RELAY"]
     if kind == "redis":
-        return RedisRelay(config["REDIS_URL"], hub, config["REDIS_CHANNEL"])
+        return RedisRelay(config["REDIS_URL"], hub, config["REDIS_CHANNEL"],
+                          config["REDIS_TIMEOUT_SECONDS"])
     if kind == "postgresql":
         return PostgresRelay(db.engine, hub, config["NOTIFY_CHANNEL"])
     return None
@@ -47,9 +55,10 @@ def _relay(config, hub):
 def init_app(app):
     """Give the app a hub fed by its event bus, and its relay."""
     with app.app_context():
-        hub = Hub()
+        hub = Hub(app.config["FEED_MAX_SOCKETS_PER_USER"])
         relay = _relay(app.config, hub)
-        realtime = app.extensions[KEY] = Realtime(hub, relay)
+        guard = AccountGuard(app, hub, app.config["FEED_ACCOUNT_CHECK_SECONDS"])
+        realtime = app.extensions[KEY] = Realtime(hub, relay, guard)
         bus().subscribe(realtime.publish)
         if isinstance(relay, PostgresRelay):
             bus().stage_with(relay.stage)  # notifies inside the committing transaction

@@ -9,6 +9,7 @@ import itertools
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 
 from ..clock import clock, isoformat
@@ -16,6 +17,8 @@ from ..clock import clock, isoformat
 log = logging.getLogger(__name__)
 
 MAX_QUEUED = 1000
+MAX_SOCKETS_PER_USER = 10
+_opened = itertools.count()
 _opened = itertools.count()
 
 
@@ -27,9 +30,11 @@ def message(type_, data):
 class Connection:
     """One open feed socket: its user, what it watches, and its outbound queue."""
 
-    def __init__(self, ws, user_id, max_queued=MAX_QUEUED):
+    def __init__(self, ws, user_id, max_queued=MAX_QUEUED, expires_at=None):
         self.ws = ws
         self.user_id = user_id
+        self.expires_at = expires_at  # the token's exp (Unix time): the socket ends then
+        self.opened = next(_opened)  # the oldest of a user's sockets goes first
         self.opened = next(_opened)  # the oldest of a user's sockets goes first
         self.favorites = set()   # listener ids the user has favorited
         self.subscribed = set()  # user ids asked for with a subscribe message
@@ -44,6 +49,11 @@ class Connection:
         self.closing = None  # (code, reason) the writer is to close with
         self.last_replayed_id = 0
         self.closed = False
+
+    @property
+    def open(self):
+        """Neither closed nor closing."""
+        return self.closing is None and not self.closed
 
     @property
     def watching(self):
@@ -84,13 +94,21 @@ class Connection:
         """The next message to send, or None once the socket is to close."""
         with self.ready:
             while not self.pending and not self.closing and not self.closed:
-                self.ready.wait()
+                if not self.ready.wait(self._until_expiry()):
+                    if self._until_expiry() == 0:
+                        self.closing = (1008, "Token expired")
             if self.closing or self.closed:
                 return None
             key, item = self.pending.popitem(last=False)
             if not isinstance(key, tuple):
                 self.others -= 1
             return item
+
+    def _until_expiry(self):
+        """Seconds until the token expires (None: never)."""
+        if self.expires_at is None:
+            return None
+        return max(0.0, self.expires_at - time.time())
 
     def write_loop(self):
         """Send queued messages until the socket is to close, then close it (runs in its
@@ -134,16 +152,37 @@ class Connection:
 class Hub:
     """Routes events to this process's sockets."""
 
-    def __init__(self):
+    def __init__(self, max_per_user=MAX_SOCKETS_PER_USER):
         self.lock = threading.Lock()
+        self.max_per_user = max_per_user
         self.by_user = {}
         self.watchers = {}
         self.feed = set()
 
     def add(self, connection):
+        """Register a socket; past max_per_user sockets of its user, close the oldest (a
+        phone that reconnects is never locked out by the sockets it left behind)."""
         with self.lock:
-            self.by_user.setdefault(connection.user_id, set()).add(connection)
+            sockets = self.by_user.setdefault(connection.user_id, set())
+            sockets.add(connection)
             self._watch(connection, connection.watching, add=True)
+            live = sorted((socket for socket in sockets if socket.open),
+                          key=lambda socket: socket.opened)
+            surplus = live[:max(0, len(live) - self.max_per_user)]
+        for oldest in surplus:
+            oldest.close(1008, "Too many sockets for this user; the oldest was closed")
+
+    def users(self):
+        """The ids of the users with a socket here."""
+        with self.lock:
+            return list(self.by_user)
+
+    def close_user(self, user_id, code, reason):
+        """Close every socket of a user here (their writers send the close)."""
+        with self.lock:
+            sockets = list(self.by_user.get(user_id, ()))
+        for connection in sockets:
+            connection.close(code, reason)
 
     def remove(self, connection):
         with self.lock:

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from psycopg import sql
 
 from ..clock import clock
+from ..database import CONNECT_OPTIONS
 from ..events import Event
 from ..extensions import db
 from ..models import RelayMessage
@@ -31,11 +32,6 @@ MAX_BACKOFF_SECONDS = 30
 POLL_SECONDS = 1.0  # how often the listener looks up from its socket (to stop, say)
 # How an operator finds the listeners in pg_stat_activity: saathii-relay:<process id>.
 APPLICATION_NAME = "saathii-relay"
-# A connection that stops answering (a stalled network, not a closed one) is given up by
-# TCP itself within about 30 s, and the listener reconnects.
-CONNECT_OPTIONS = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10,
-                   "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": 30_000}
-
 NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
 STORE = sa.insert(RelayMessage).returning(RelayMessage.id)
 LOAD = sa.select(RelayMessage.payload).where(RelayMessage.id == sa.bindparam("id"))
@@ -90,6 +86,8 @@ class PostgresRelay:
         backoff, down_since = 0.5, None
         while not self.stopping.is_set():
             try:
+                # CONNECT_OPTIONS: a connection that stops answering (a stalled network,
+                # not a closed one) is given up by TCP within about 30 s; then reconnect.
                 with psycopg.connect(conninfo(self.engine.url), autocommit=True,
                                      application_name=f"{APPLICATION_NAME}:{os.getpid()}",
                                      **CONNECT_OPTIONS) as connection:

@@ -1,5 +1,12 @@
 """Events between processes through Redis pub/sub: every process publishes, each holds
-one subscription and hands what other processes published to its own hub."""
+one subscription and hands what other processes published to its own hub.
+
+Requests never wait on Redis: publish() only queues (at most MAX_UNSENT events, in
+order), and one publisher thread per process sends them, each call bounded by
+REDIS_TIMEOUT_SECONDS; after a failure it skips Redis for PUBLISH_PAUSE_SECONDS and
+drops what is queued meanwhile (favorite events stay replayable with `since`).
+"""
+import collections
 import json
 import logging
 import threading
@@ -7,45 +14,76 @@ import time
 import uuid
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ..events import Event
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "saathii:events"
-# After a failed publish, skip Redis for this long so requests do not wait on it.
 PUBLISH_PAUSE_SECONDS = 5
 MAX_BACKOFF_SECONDS = 30
+MAX_UNSENT = 10_000
+
+
+def client_options(timeout):
+    """redis-py options for a call on a request's behalf: it gives up after `timeout`
+    seconds and is not retried (redis-py's default retries with backoff for seconds)."""
+    return {"socket_timeout": timeout, "socket_connect_timeout": timeout,
+            "socket_keepalive": True, "retry": Retry(NoBackoff(), 0)}
 
 
 class RedisRelay:
     """Publishes this process's events and delivers other processes' events to the hub."""
 
-    def __init__(self, url, hub, channel=CHANNEL):
+    def __init__(self, url, hub, channel=CHANNEL, timeout=0.5):
         self.hub = hub
         self.channel = channel
         self.origin = uuid.uuid4().hex
-        self.publisher = redis.Redis.from_url(
-            url, socket_connect_timeout=1, socket_timeout=1, retry_on_timeout=False)
+        self.publisher = redis.Redis.from_url(url, **client_options(timeout))
         self.subscriber = redis.Redis.from_url(
             url, socket_connect_timeout=2, socket_keepalive=True, health_check_interval=10)
         self.paused_until = 0.0
+        self.unsent = collections.deque()
+        self.has_unsent = threading.Condition(threading.Lock())
+        self.publishing = None
         self.subscribed = threading.Event()
         self.stopping = threading.Event()
         self.thread = None
         self.lock = threading.Lock()
 
     def publish(self, event):
-        """Send an event to the other processes (this one delivered it locally already)."""
-        if time.monotonic() < self.paused_until:
-            return
-        payload = json.dumps({"origin": self.origin, "event": event.to_json()})
-        try:
-            self.publisher.publish(self.channel, payload)
-        except redis.RedisError as err:
-            self.paused_until = time.monotonic() + PUBLISH_PAUSE_SECONDS
-            log.warning("Redis publish failed (%s); events reach only this process's "
-                        "sockets until it is back", err)
+        """Queue an event for the other processes (this one delivered it locally
+        already); never waits on Redis."""
+        with self.has_unsent:
+            if time.monotonic() < self.paused_until or len(self.unsent) >= MAX_UNSENT:
+                return
+            self.unsent.append(event)
+            if self.publishing is None:
+                self.publishing = threading.Thread(target=self._publish_loop, daemon=True,
+                                                   name="saathii-redis-publisher")
+                self.publishing.start()
+            self.has_unsent.notify()
+
+    def _publish_loop(self):
+        while not self.stopping.is_set():
+            with self.has_unsent:
+                while not self.unsent and not self.stopping.is_set():
+                    self.has_unsent.wait(1.0)
+                if not self.unsent:
+                    continue
+                event = self.unsent.popleft()
+            payload = json.dumps({"origin": self.origin, "event": event.to_json()})
+            try:
+                self.publisher.publish(self.channel, payload)
+            except redis.RedisError as err:
+                with self.has_unsent:
+                    self.paused_until = time.monotonic() + PUBLISH_PAUSE_SECONDS
+                    dropped = len(self.unsent)
+                    self.unsent.clear()
+                log.warning("Redis publish failed (%s); events reach only this process's "
+                            "sockets until it is back (%d queued dropped)", err, dropped + 1)
 
     def start(self, wait=2.0):
         """Start the subscription thread once; wait a little for it to subscribe."""

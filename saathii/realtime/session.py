@@ -2,20 +2,25 @@
 import logging
 import select
 import socket
+import struct
 import threading
 import time
 
 import sqlalchemy as sa
 
+from .. import limits
+from ..auth import active_caller
 from ..domain import presence
 from ..events import latest_event_id, stored_events
 from ..extensions import db
 from ..errors import APIError
 from ..models import Favorite
-from . import messages
+from . import inbox, messages
 from .hub import Connection, message
 
 log = logging.getLogger(__name__)
+
+NO_LINGER = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets
 
 
 class BoundedSocket:
@@ -49,8 +54,12 @@ class BoundedSocket:
         return bool(poller.poll(seconds * 1000))
 
     def _give_up(self):
-        """Shut the connection down (the reader sees it end) and say why."""
+        """Shut the connection down (the reader sees it end) and say why. Once closed it
+        is reset, not ended in order: what the client never read is dropped at once
+        rather than held by the kernel (megabytes) while it probes a window that stays
+        shut."""
         try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, NO_LINGER)
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
@@ -68,10 +77,12 @@ def favorite_listener_ids(user_id):
 class FeedSession:
     """Serves one authenticated feed socket."""
 
-    def __init__(self, ws, user_id, since, realtime, config):
+    def __init__(self, ws, user_id, since, realtime, config, expires_at=None):
         ws.sock = BoundedSocket(ws.sock, config["FEED_SEND_TIMEOUT_SECONDS"])
         self.ws = ws
-        self.connection = Connection(ws, user_id, config["FEED_MAX_QUEUED"])
+        self.connection = Connection(ws, user_id, config["FEED_MAX_QUEUED"], expires_at)
+        inbox.install(ws, config["FEED_MESSAGES_PER_SECOND"], config["FEED_MESSAGE_BURST"],
+                      lambda reason: self.connection.close(1008, reason))
         self.since = since
         self.realtime = realtime
 
@@ -137,13 +148,23 @@ class FeedSession:
             "user_ids": sorted(connection.subscribed), "feed": connection.feed}))
 
     def heartbeat(self):
-        """A client ping counts as a presence heartbeat."""
+        """A client ping counts as a presence heartbeat, within the user's heartbeat
+        budget (shared with REST heartbeats; beyond it a ping writes nothing). Written
+        with concurrent beats (the batcher); an account that is gone closes the socket."""
+        user_id = self.connection.user_id
+        if not limits.spend("RATELIMIT_HEARTBEAT", "heartbeat", user_id):
+            return
         try:
-            presence.heartbeat(self.connection.user_id)
+            if presence.beat(user_id):
+                return
+            if active_caller(user_id) is None:
+                self.connection.close(1008, "Account deactivated")
+                return
+            presence.heartbeat(user_id)
             db.session.commit()
         except (sa.exc.SQLAlchemyError, APIError):
             db.session.rollback()
-            log.warning("feed ping could not record a heartbeat for user %s",
-                        self.connection.user_id, exc_info=True)
+            log.warning("feed ping could not record a heartbeat for user %s", user_id,
+                        exc_info=True)
         finally:
             db.session.close()

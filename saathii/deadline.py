@@ -1,0 +1,75 @@
+"""Deadlines on work that waits on a peer: a request body, a stalled database.
+
+Under gunicorn's gevent workers (production) a deadline is a gevent Timeout: the
+waiting greenlet is interrupted wherever it waits (a socket read, a pool checkout, a
+query's answer) and raises DeadlineExceeded, which the error handlers answer. Elsewhere
+(the development server's threads, the CLI) nothing can interrupt a blocking call, and
+`deadline` does nothing: only socket timeouts bound those waits.
+"""
+from contextlib import contextmanager
+
+from flask import current_app, g, request
+from gevent import Timeout
+from gevent.monkey import is_module_patched
+
+
+class DeadlineExceeded(Exception):
+    """A wait outlived its deadline."""
+
+
+def enforced():
+    """Whether deadlines interrupt blocking calls here (gevent's patched sockets)."""
+    return is_module_patched("socket")
+
+
+@contextmanager
+def deadline(seconds, what):
+    """Raise DeadlineExceeded(what) in this greenlet if the block runs past `seconds`."""
+    if not seconds or not enforced():
+        yield
+        return
+    timer = Timeout(seconds, DeadlineExceeded(what))
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.close()
+
+
+@contextmanager
+def socket_timeout(sock, seconds):
+    """Give each read and write on `sock` at most `seconds` (restored afterwards)."""
+    if sock is None or not seconds:
+        yield
+        return
+    previous = sock.gettimeout()
+    sock.settimeout(seconds)
+    try:
+        yield
+    finally:
+        try:
+            sock.settimeout(previous)
+        except OSError:  # closed meanwhile
+            pass
+
+
+def _start_request_deadline():
+    """before_request (once the body is in): REQUEST_TIMEOUT_SECONDS for the rest; a feed
+    socket's session bounds its own database work instead."""
+    seconds = current_app.config["REQUEST_TIMEOUT_SECONDS"]
+    if not seconds or not enforced() or request.environ.get("HTTP_UPGRADE"):
+        return
+    g.deadline = Timeout(seconds, DeadlineExceeded("request"))
+    g.deadline.start()
+
+
+def _end_request_deadline(error=None):
+    timer = g.pop("deadline", None)
+    if timer is not None:
+        timer.close()
+
+
+def init_app(app):
+    """Give every request a deadline, from when its body has been read."""
+    app.before_request(_start_request_deadline)
+    app.teardown_request(_end_request_deadline)

@@ -1,0 +1,74 @@
+"""Closes the feed sockets of accounts that are gone.
+
+A socket is authenticated once, at its upgrade; an account deactivated (or deleted)
+later would keep hearing events. Every `interval` seconds one thread per process asks
+the database which of the users holding sockets here are no longer active, in one query
+per thousand users, and closes their sockets (1008). A token's expiry needs no query:
+each socket's writer closes it then (hub.Connection).
+"""
+import logging
+import threading
+
+import sqlalchemy as sa
+
+from ..extensions import db
+from ..models import User
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1000
+
+
+def inactive_among(user_ids):
+    """The ids among user_ids that belong to no active user."""
+    active = set()
+    for start in range(0, len(user_ids), CHUNK):
+        chunk = user_ids[start:start + CHUNK]
+        active.update(db.session.scalars(sa.select(User.id).where(
+            User.id.in_(chunk), User.is_active == sa.true())))
+    return [user_id for user_id in user_ids if user_id not in active]
+
+
+class AccountGuard:
+    """A thread that closes the sockets of deactivated accounts, every `interval` s."""
+
+    def __init__(self, app, hub, interval):
+        self.app = app
+        self.hub = hub
+        self.interval = interval
+        self.stopping = threading.Event()
+        self.thread = None
+        self.lock = threading.Lock()
+
+    def start(self):
+        """Start the thread once."""
+        with self.lock:
+            if self.thread is None and self.interval > 0:
+                self.thread = threading.Thread(target=self._run, name="saathii-account-guard",
+                                               daemon=True)
+                self.thread.start()
+
+    def stop(self):
+        self.stopping.set()
+
+    def check(self):
+        """Close the sockets of the users here whose accounts are gone; return their ids."""
+        user_ids = self.hub.users()
+        if not user_ids:
+            return []
+        with self.app.app_context():
+            try:
+                gone = inactive_among(user_ids)
+            finally:
+                db.session.remove()
+        for user_id in gone:
+            self.hub.close_user(user_id, 1008, "Account deactivated")
+        return gone
+
+    def _run(self):
+        while not self.stopping.wait(self.interval):
+            try:
+                self.check()
+            except sa.exc.SQLAlchemyError as err:  # the next round tries again
+                log.warning("could not check the feed sockets' accounts (%s)",
+                            err.__class__.__name__)

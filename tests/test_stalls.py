@@ -1,0 +1,143 @@
+"""A database or a Redis that stalls (holds every byte instead of refusing), or goes
+away, between the service and it: a TCP proxy the test controls (tests/proxy.py). Requests
+get a 503 with Retry-After within their deadline instead of hanging, Redis costs them
+nothing, and everything recovers by itself once the proxy heals."""
+import http.client
+import json
+import threading
+import time
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from .conftest import rest
+from .proxy import TcpProxy
+from .test_multiprocess import open_feed
+
+UNAVAILABLE = {"detail": "Service temporarily unavailable, try again shortly"}
+
+
+@pytest.fixture
+def postgres_proxy(config):
+    """A proxy in front of the test database (PostgreSQL only); yields (proxy, url)."""
+    url = make_url(config.SQLALCHEMY_DATABASE_URI)
+    if url.get_backend_name() != "postgresql":
+        pytest.skip("the test database is not PostgreSQL")
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxied = url.set(drivername="postgresql", host="127.0.0.1", port=proxy.port)
+    yield proxy, proxied.render_as_string(hide_password=False)
+    proxy.close()
+
+
+@pytest.fixture
+def redis_proxy(redis_url):
+    url = make_url(redis_url.replace("redis://", "redis+x://"))
+    proxy = TcpProxy(url.host, url.port or 6379)
+    yield proxy, f"redis://127.0.0.1:{proxy.port}/{url.database or 0}"
+    proxy.close()
+
+
+def call(base, method, path, account, body=None):
+    """(status, JSON body, Retry-After) of a request that may wait at most 20 s."""
+    connection = http.client.HTTPConnection(base, timeout=20)
+    headers = {"Authorization": f"Bearer {account.token}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    connection.request(method, path, body=json.dumps(body) if body is not None else None,
+                       headers=headers)
+    response = connection.getresponse()
+    result = response.status, json.loads(response.read()), response.getheader("Retry-After")
+    connection.close()
+    return result
+
+
+def each_path(customer, listener):
+    """One request of every kind that needs the database."""
+    return [
+        ("POST", "/favorites/add", customer, {"listener_id": listener.id}),
+        ("DELETE", "/favorites/remove", customer, {"listener_id": listener.id}),
+        ("GET", "/favorites", customer, None),
+        ("GET", f"/users/{listener.id}/presence", customer, None),
+        ("GET", f"/users/presence?user_ids={listener.id}", customer, None),
+        ("PUT", "/both/status/me", listener, {"is_online": True}),
+        ("POST", "/both/status/heartbeat", listener, None),
+    ]
+
+
+def in_parallel(requests):
+    results = [None] * len(requests)
+
+    def run(index, args):
+        results[index] = call(*args)
+
+    threads = [threading.Thread(target=run, args=(index, (server, *request)))
+               for index, (server, *request) in enumerate(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+def until_ok(server, account, timeout=60):
+    """Call until the service answers 200 again (it recovers by itself)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body, _ = call(server, "GET", "/both/status/me", account)
+        if status == 200:
+            return body
+        time.sleep(0.5)
+    raise AssertionError("the service did not recover")
+
+
+@pytest.mark.parametrize("outage", ["stall", "cut"])
+def test_a_database_that_stalls_or_goes_gets_503_then_recovers(
+        web_process, postgres_proxy, customer, listener, tmp_path, outage):
+    proxy, url = postgres_proxy
+    server = web_process(relay=None, DATABASE_URL=url, REQUEST_TIMEOUT_SECONDS=2)
+    requests = each_path(customer, listener)
+    for method, path, account, body in requests:  # warm: every path works
+        assert call(server, method, path, account, body)[0] == 200
+    proxy.pause() if outage == "stall" else proxy.cut()
+    results = in_parallel([(server, *request) for request in requests])
+    assert results == [(503, UNAVAILABLE, "5")] * len(requests), results
+    proxy.heal()
+    assert until_ok(server, listener)["is_online"] is True
+    for method, path, account, body in requests:
+        assert call(server, method, path, account, body)[0] == 200
+    logs = "".join(path.read_text() for path in tmp_path.glob("process-*.log"))
+    assert "Traceback" not in logs
+
+
+def test_a_stalled_redis_costs_requests_nothing(web_process, redis_proxy, customer,
+                                                listener, tmp_path):
+    proxy, url = redis_proxy
+    limits = {"RATELIMIT_ENABLED": "true", "RATELIMIT_HEARTBEAT": "1000 per minute",
+              "RATELIMIT_PRESENCE_LOOKUPS": "1000 per minute"}
+    server_a = web_process(REDIS_URL=url, **limits)
+    server_b = web_process(REDIS_URL=url, **limits)
+    on_b = open_feed(server_b, listener)
+    try:
+        status, _ = rest(server_a, "POST", "/favorites/add", customer,
+                         {"listener_id": listener.id})
+        assert status == 200
+        assert on_b.receive(timeout=10)["type"] == "favorite_added"
+        proxy.pause()
+        for _ in range(10):  # rate-limited and publishing paths all answer
+            for method, path, account, body in each_path(customer, listener):
+                status, _, _ = call(server_a, method, path, account, body)
+                assert status == 200, (method, path)
+        proxy.heal()
+        deadline = time.monotonic() + 40
+        while True:  # events cross processes again once Redis answers
+            assert time.monotonic() < deadline, "no event crossed processes after the stall"
+            for method, path in (("POST", "/favorites/add"), ("DELETE", "/favorites/remove")):
+                assert rest(server_a, method, path, customer,
+                            {"listener_id": listener.id})[0] == 200
+            message = on_b.ws.receive(timeout=1)
+            if message is not None and json.loads(message)["type"].startswith("favorite_"):
+                break
+    finally:
+        on_b.close()
+    logs = "".join(path.read_text() for path in tmp_path.glob("process-*.log"))
+    assert "Traceback" not in logs
