@@ -7,10 +7,12 @@ FLASK := $(BIN)/flask --app wsgi
 
 .PHONY: install demo test
 
-$(BIN)/.installed: requirements.txt
+# Development installs both files (requirements-dev.txt includes requirements.txt);
+# production (the Procfile) installs requirements.txt alone.
+$(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
 install: $(BIN)/.installed

@@ -1,4 +1,5 @@
-"""The live console in a real browser: Debian's Chromium driven by Playwright, two users.
+"""The live console and the /docs page in a real browser: Debian's Chromium driven by
+Playwright, two users on the console.
 
 Screenshots go to SCREENSHOT_DIR (default: the test's temporary folder).
 """
@@ -46,17 +47,17 @@ def screenshots(tmp_path):
     folder.mkdir(parents=True, exist_ok=True)
 
     def take(page, name):
-        path = folder / f"console-{name}.png"
+        path = folder / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
         return path
 
     return take
 
 
-@pytest.fixture
-def open_console(browser, live_server):
-    """A console page in its own browser context (its own sessionStorage); collects the
-    page's script errors and CSP violations, which must stay empty."""
+def page_opener(browser, base, path):
+    """Opens a page of the service, each in its own browser context (its own
+    sessionStorage); collects the pages' script errors and CSP violations, which must
+    stay empty. close() closes them all."""
     contexts, problems = [], []
 
     def open_page(prepare=None):
@@ -68,13 +69,24 @@ def open_console(browser, live_server):
             f"{message.text} {message.location.get('url')}"))  # CSP violations, failed loads
         if prepare:
             prepare(page)
-        page.goto(f"http://{live_server}/console")
+        page.goto(f"http://{base}{path}")
         return page
 
+    def close():
+        for context in contexts:
+            context.close()
+
     open_page.problems = problems
+    open_page.close = close
+    return open_page
+
+
+@pytest.fixture
+def open_console(browser, live_server):
+    """A console page (see page_opener)."""
+    open_page = page_opener(browser, live_server, "/console")
     yield open_page
-    for context in contexts:
-        context.close()
+    open_page.close()
 
 
 def sign_in(page, token):
@@ -166,7 +178,7 @@ def test_two_users_watch_each_other_live(app, make_user, customer, listener, ope
     customer_page.check("#available-only")
     expect(customer_page.locator("#total-count")).to_have_text("0")
     expect(favorite_row(customer_page, listener.id)).to_have_count(0)
-    screenshots(customer_page, "customer-filtered")
+    screenshots(customer_page, "console-customer-filtered")
     # ...and shows them live when they become available, without a reload.
     listener_page.click("#go-available")
     expect(favorite_row(customer_page, listener.id)).to_have_attribute(
@@ -178,8 +190,8 @@ def test_two_users_watch_each_other_live(app, make_user, customer, listener, ope
     listener_page.click("#go-busy")
     expect(favorite_row(customer_page, listener.id)).to_have_attribute(
         "data-state", "busy", timeout=SOON)
-    screenshots(customer_page, "customer")
-    screenshots(listener_page, "listener")
+    screenshots(customer_page, "console-customer")
+    screenshots(listener_page, "console-listener")
 
     # An API error is shown with its detail, never swallowed.
     customer_page.fill("#listener-id", "999999")
@@ -373,3 +385,51 @@ def test_online_only_list_follows_presence(open_console, app, customer, listener
     expect(favorite_row(customer_page, listener.id)).to_have_count(0, timeout=SOON)
     expect(customer_page.locator("#total-count")).to_have_text("0")
     assert open_console.problems == []
+
+
+@pytest.fixture
+def open_docs(browser, live_server):
+    """The /docs page, Swagger UI (see page_opener)."""
+    open_page = page_opener(browser, live_server, "/docs")
+    yield open_page
+    open_page.close()
+
+
+def operation(page, method, path):
+    """An operation's block in Swagger UI."""
+    return page.locator(f".opblock-{method}").filter(
+        has=page.locator(f'.opblock-summary-path[data-path="{path}"]'))
+
+
+def test_docs_list_every_operation_and_try_it_out_with_a_pasted_token(
+        open_docs, client, customer, screenshots):
+    from playwright.sync_api import expect
+
+    spec = client.get("/openapi.json").json
+    documented = sorted((method.upper(), path) for path, operations in spec["paths"].items()
+                        for method in operations)
+    page = open_docs()
+    expect(page.locator(".info .title")).to_contain_text(spec["info"]["title"])
+    blocks = page.locator(".opblock-summary")
+    expect(blocks).to_have_count(len(documented))
+    listed = sorted(zip(blocks.locator(".opblock-summary-method").all_inner_texts(),
+                        blocks.locator(".opblock-summary-path").evaluate_all(
+                            "spans => spans.map(span => span.dataset.path)")))
+    assert listed == documented
+    screenshots(page, "docs")
+
+    # Paste a token into Authorize, then "Try it out" on GET /both/status/me.
+    page.click(".auth-wrapper .authorize")
+    page.fill('.auth-container input[aria-label="auth-bearer-value"]', customer.token)
+    page.click(".auth-btn-wrapper .authorize")
+    page.click(".auth-btn-wrapper .btn-done")
+    me = operation(page, "get", "/both/status/me")
+    me.locator(".opblock-summary-control").click()
+    me.locator(".try-out__btn").click()
+    me.locator(".execute").click()
+    response = me.locator(".live-responses-table .response").first
+    expect(response.locator(".response-col_status")).to_have_text("200")
+    expect(response.locator(".response-col_description pre").first).to_contain_text(
+        f'"user_id": {customer.id}')
+    screenshots(page, "docs-try-it-out")
+    assert open_docs.problems == []

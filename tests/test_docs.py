@@ -1,4 +1,8 @@
-"""The OpenAPI document and the /docs page describe every endpoint."""
+"""The OpenAPI document describes every endpoint; /docs shows it in Swagger UI."""
+import re
+
+from swagger_ui_bundle import swagger_ui_path
+
 from saathii import schemas
 from saathii.openapi import build_spec
 
@@ -29,13 +33,42 @@ def test_openapi_schemas_come_from_marshmallow():
     assert spec["security"] == [{"bearerAuth": []}]
 
 
-def test_docs_page(client):
+def test_docs_page_is_swagger_ui_from_the_package_under_a_strict_policy(client):
     response = client.get("/docs")
     assert response.status_code == 200
-    assert response.content_type.startswith("text/html")
+    assert response.mimetype == "text/html"
+    policy = dict(part.strip().split(" ", 1) for part in
+                  response.headers["Content-Security-Policy"].split(";"))
+    assert policy == {
+        "default-src": "'none'", "script-src": "'self'", "style-src": "'self'",
+        "img-src": "'self' data:", "connect-src": "'self'", "base-uri": "'none'",
+        "form-action": "'none'", "frame-ancestors": "'none'"}
+    assert response.headers["X-Frame-Options"] == "DENY"
     page = response.get_data(as_text=True)
-    assert "/favorites/add" in page and "/users/presence" in page
-    assert "listener_id" in page and "Too many" not in page
+    assert 'data-spec-url="/openapi.json"' in page
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page, re.S)
+    assert [(attributes.strip(), body) for attributes, body in scripts] == [
+        ('src="/docs/swagger-ui/swagger-ui-bundle.js"', ""), ('src="/docs/static/docs.js"', "")]
+    assert "style=" not in page and "<style" not in page
+    assets = re.findall(r'(?:href|src)="([^"]+)"', page)
+    assert all(asset.startswith("/docs/") for asset in assets), assets  # no CDN
+    for asset in assets:
+        served = client.get(asset)
+        assert served.status_code == 200, asset
+        assert served.headers["X-Content-Type-Options"] == "nosniff"
+        if asset.startswith("/docs/swagger-ui/"):  # the package's own files, as shipped
+            assert served.data == (swagger_ui_path / asset.rsplit("/", 1)[1]).read_bytes()
+
+
+def test_docs_serve_only_the_swagger_ui_files_the_page_uses(client):
+    assert client.get("/docs/swagger-ui/swagger-ui-bundle.js").mimetype == "text/javascript"
+    assert client.get("/docs/swagger-ui/swagger-ui.css").mimetype == "text/css"
+    for path in ("/docs/swagger-ui/index.html", "/docs/swagger-ui/swagger-initializer.js",
+                 "/docs/swagger-ui/../__init__.py", "/docs/swagger-ui/%2e%2e/__init__.py",
+                 "/docs/static/../../config.py"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert response.json == {"detail": "Not found"}
 
 
 def test_openapi_describes_what_the_server_enforces():

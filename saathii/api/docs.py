@@ -1,11 +1,17 @@
-"""The API's own description: /openapi.json for tools and /docs for people."""
+"""The API's own description: /openapi.json for tools and /docs (Swagger UI) for people."""
 from functools import cache
 
-from flask import Blueprint, render_template
+from flask import Blueprint, render_template, send_from_directory
+from swagger_ui_bundle import swagger_ui_path
 
 from ..openapi import build_spec
+from .pages import page_headers
 
-bp = Blueprint("docs", __name__)
+# Our initializer script lives in static/docs (the page allows no inline script); Swagger
+# UI's own files are served from the swagger-ui-bundle package, pinned in requirements.txt.
+bp = Blueprint("docs", __name__, static_folder="../static/docs",
+               static_url_path="/docs/static")
+SWAGGER_UI_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "index.css", "favicon-32x32.png")
 
 
 @cache
@@ -21,13 +27,20 @@ def openapi():
 
 @bp.get("/docs")
 def docs():
-    """A readable page listing every operation, its parameters and its responses."""
-    spec = _spec()
+    """Swagger UI on /openapi.json: every operation, and "Try it out" with a pasted token."""
+    page = render_template("docs.html", title=_spec()["info"]["title"])
+    # Swagger UI's icons are data: URIs in its stylesheet; its calls go to this host only.
+    return page, 200, page_headers(img_src="'self' data:")
 
-    def resolve(schema):
-        """Follow a #/components/schemas/Name reference."""
-        while "$ref" in schema:
-            schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
-        return schema
 
-    return render_template("docs.html", spec=spec, resolve=resolve)
+@bp.get(f"/docs/swagger-ui/<any({', '.join(map(repr, SWAGGER_UI_FILES))}):filename>")
+def swagger_ui(filename):
+    """One of the Swagger UI files the page uses, from the installed package."""
+    return send_from_directory(swagger_ui_path, filename)
+
+
+@bp.after_request
+def no_sniffing(response):
+    """The page's scripts and stylesheets are served as what they are."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
