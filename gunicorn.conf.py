@@ -36,10 +36,32 @@ access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
 
 def post_worker_init(worker):
     """Start the presence sweeper in each worker (SCHEDULER_ENABLED; a lease keeps one
-    sweep at a time) without waiting for a first request."""
+    sweep at a time) without waiting for a first request; on SIGTERM, close the feed
+    sockets at once."""
     from saathii.scheduler import start_in_background
 
     start_in_background(worker.wsgi)
+    close_sockets_on_exit(worker)
+
+
+def close_sockets_on_exit(worker):
+    """On SIGTERM gunicorn stops accepting and lets in-flight requests finish (up to
+    graceful_timeout); feed sockets never finish by themselves, so they are closed with
+    1012 (service restart) then, and clients reconnect at once to a live process."""
+    import signal
+
+    import gevent
+
+    from saathii.realtime import KEY
+
+    realtime = worker.wsgi.extensions[KEY]
+    handle_exit = worker.handle_exit
+
+    def exit_closing_sockets(sig, frame):
+        handle_exit(sig, frame)
+        gevent.spawn(realtime.shut_down)  # not in the handler: it may wait on a lock
+
+    signal.signal(signal.SIGTERM, exit_closing_sockets)
 
 
 TOKEN = re.compile(r"(token=)[^&\s\"']+")

@@ -2,11 +2,13 @@
 for FEED_SEND_TIMEOUT_SECONDS; presence is coalesced, so bursts close no healthy socket."""
 import errno
 import json
+import signal
 import socket
 import threading
 import time
 
 import pytest
+import simple_websocket
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import Request, TextMessage
 
@@ -198,3 +200,36 @@ def test_a_frozen_socket_stalls_no_one_under_gunicorn(web_process, customer, lis
         frozen.close()
         healthy.close()
 
+
+
+def test_sigterm_closes_sockets_with_1012_and_finishes_requests(web_process, customer,
+                                                                listener):
+    """A graceful restart hurts no one: in-flight requests finish, and every feed socket
+    is closed with 1012 (service restart) at once, so its client reconnects at once."""
+    server = web_process(workers=1, relay=None)
+    sockets = [FeedClient(server, account.token) for account in (customer, listener)]
+    for client in sockets:
+        assert client.receive()["type"] == "connection_established"
+    host, port = server.split(":")
+    in_flight = socket.create_connection((host, int(port)), timeout=30)
+    body = b'{"is_online": true}'
+    in_flight.sendall((f"PUT /both/status/me HTTP/1.1\r\nHost: {server}\r\n"
+                       f"Authorization: Bearer {listener.token}\r\n"
+                       "Content-Type: application/json\r\n"
+                       f"Content-Length: {len(body)}\r\n\r\n").encode() + body[:5])
+    time.sleep(0.5)  # the request is in
+    web_process.processes[-1].send_signal(signal.SIGTERM)
+    for client in sockets:
+        with pytest.raises(simple_websocket.ConnectionClosed) as closed:
+            while True:
+                assert client.ws.receive(timeout=10) is not None, "not closed in time"
+        assert (closed.value.reason, closed.value.message) == (1012, "Service restart")
+    in_flight.sendall(body[5:])  # the in-flight request still completes
+    answer = b""
+    while b"}" not in answer:
+        chunk = in_flight.recv(65536)
+        assert chunk, answer
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 ") and b'"is_online":true' in answer
+    in_flight.close()
+    assert web_process.processes[-1].wait(20) == 0

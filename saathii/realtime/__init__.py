@@ -34,6 +34,11 @@ class Realtime:
         if self.relay is not None:
             self.relay.start()
 
+    def shut_down(self):
+        """The process is stopping: close every socket with 1012 (service restart), so
+        clients reconnect at once (to another process) rather than when it is killed."""
+        self.hub.close_all(1012, "Service restart")
+
     def stop(self):
         """Stop hearing other processes, and the guard."""
         if self.guard is not None:

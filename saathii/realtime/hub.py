@@ -177,6 +177,13 @@ class Hub:
         with self.lock:
             return list(self.by_user)
 
+    def close_all(self, code, reason):
+        """Close every socket here (their writers send the close)."""
+        with self.lock:
+            sockets = [socket for user in self.by_user.values() for socket in user]
+        for connection in sockets:
+            connection.close(code, reason)
+
     def close_user(self, user_id, code, reason):
         """Close every socket of a user here (their writers send the close)."""
         with self.lock:
