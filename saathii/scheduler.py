@@ -11,6 +11,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy.exc import SQLAlchemyError
 
+from .deadline import DeadlineExceeded, deadline
 from .domain import lease
 from .domain.sweeper import sweep
 from .extensions import db
@@ -32,13 +33,15 @@ class Sweeper:
         self.lease_seconds = max(3 * interval, 5)
 
     def run(self):
-        """One scheduled run: sweep if the lease is ours; return the result or None."""
+        """One scheduled run: sweep if the lease is ours; return the result or None. A
+        sweep that a stalled database holds past its lease is given up (gevent)."""
         with self.app.app_context():
             try:
-                if not lease.acquire(LEASE_NAME, self.holder, self.lease_seconds):
-                    return None
-                return sweep()
-            except SQLAlchemyError:
+                with deadline(self.lease_seconds, "sweep"):
+                    if not lease.acquire(LEASE_NAME, self.holder, self.lease_seconds):
+                        return None
+                    return sweep()
+            except (SQLAlchemyError, DeadlineExceeded):
                 db.session.rollback()
                 log.exception("sweep failed; the next run will try again")
                 return None

@@ -11,6 +11,7 @@ import threading
 
 import sqlalchemy as sa
 
+from ..deadline import DeadlineExceeded, deadline
 from ..extensions import db
 from ..models import User
 
@@ -58,7 +59,8 @@ class AccountGuard:
             return []
         with self.app.app_context():
             try:
-                gone = inactive_among(user_ids)
+                with deadline(self.interval, "account check"):  # a stalled database
+                    gone = inactive_among(user_ids)
             finally:
                 db.session.remove()
         for user_id in gone:
@@ -69,6 +71,6 @@ class AccountGuard:
         while not self.stopping.wait(self.interval):
             try:
                 self.check()
-            except sa.exc.SQLAlchemyError as err:  # the next round tries again
+            except (sa.exc.SQLAlchemyError, DeadlineExceeded) as err:  # the next round tries
                 log.warning("could not check the feed sockets' accounts (%s)",
                             err.__class__.__name__)
