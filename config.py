@@ -72,9 +72,9 @@ class Config:
         "pool_timeout": _int("DB_POOL_TIMEOUT_SECONDS", 10),  # REQUEST_TIMEOUT_SECONDS first
     }
     SQLITE_BUSY_TIMEOUT_MS = _int("SQLITE_BUSY_TIMEOUT_MS", 5000)
-    # PostgreSQL ends a statement that runs longer than this (0: no limit; migrations
-    # and imports run without it).
-    DB_STATEMENT_TIMEOUT_SECONDS = _float("DB_STATEMENT_TIMEOUT_SECONDS", 10)
+    # PostgreSQL ends a statement that runs longer than this (0: no limit; migrations run
+    # without it); no longer than a request's time, so the server stops when it gives up.
+    DB_STATEMENT_TIMEOUT_SECONDS = _float("DB_STATEMENT_TIMEOUT_SECONDS", 5)
     # Once its body is in, a request may take this long; past it (a stalled database,
     # say) it is answered 503 with Retry-After. Enforced under gunicorn's gevent workers.
     REQUEST_TIMEOUT_SECONDS = _float("REQUEST_TIMEOUT_SECONDS", 5)

@@ -52,6 +52,8 @@ def check_connections(engine):
         if dbapi_connection.closed or has_news(dbapi_connection):
             try:
                 engine.dialect.do_ping(dbapi_connection)
+            except DeadlineExceeded:  # out of time: no new connection now (the pool
+                raise                 # discards this one)
             except Exception as err:  # noqa: BLE001 - the pool replaces the connection
                 raise DisconnectionError("connection lost while idle in the pool") from err
 
@@ -64,6 +66,8 @@ def discard_interrupted(engine):
     def _interrupted(context):
         if isinstance(context.original_exception, DeadlineExceeded):
             context.is_disconnect = True
+            # This connection only: the others are fine (no reconnect storm).
+            context.invalidate_pool_on_disconnect = False
 
 
 def init_app(app):

@@ -57,7 +57,8 @@ def _start_request_deadline():
     """before_request (once the body is in): REQUEST_TIMEOUT_SECONDS for the rest; a feed
     socket's session bounds its own database work instead."""
     seconds = current_app.config["REQUEST_TIMEOUT_SECONDS"]
-    if not seconds or not enforced() or request.environ.get("HTTP_UPGRADE"):
+    rule = request.url_rule
+    if not seconds or not enforced() or (rule is not None and rule.websocket):
         return
     g.deadline = Timeout(seconds, DeadlineExceeded("request"))
     g.deadline.start()

@@ -5,7 +5,7 @@ from functools import wraps
 from flask import current_app, g
 from flask_limiter import RateLimitExceeded
 from flask_limiter.util import get_remote_address
-from limits import parse
+from limits import parse_many
 
 from .auth import bearer_token, current_user, user_id_for_token
 from .extensions import limiter
@@ -56,9 +56,9 @@ def spend(setting, scope, user_id):
     config = current_app.config
     if not config["RATELIMIT_ENABLED"]:
         return True
-    key = [config["RATELIMIT_KEY_PREFIX"], f"user:{user_id}", scope]
-    try:
-        return limiter.limiter.hit(parse(config[setting]), *[part for part in key if part])
+    key = [part for part in (config["RATELIMIT_KEY_PREFIX"], f"user:{user_id}", scope) if part]
+    try:  # every limit of the setting is hit, as Flask-Limiter does ("12/minute;200/day")
+        return all([limiter.limiter.hit(item, *key) for item in parse_many(config[setting])])
     except Exception:  # noqa: BLE001 - as in views: a failing store lets the hit through
         logging.getLogger(__name__).warning("rate-limit store failed", exc_info=True)
         return True

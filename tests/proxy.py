@@ -65,6 +65,8 @@ class TcpProxy:
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
 
     def _pump(self, source, sink):
+        poller = select.poll()  # select.select refuses descriptors past 1023
+        poller.register(source, select.POLLIN)
         try:
             while True:
                 with self.changed:
@@ -72,8 +74,7 @@ class TcpProxy:
                         self.changed.wait()
                     if self.state == "cut":
                         return
-                readable, _, _ = select.select([source], [], [], 0.05)
-                if not readable:
+                if not poller.poll(50):
                     continue
                 data = source.recv(65536)
                 if not data or self.state == "cut":

@@ -101,6 +101,18 @@ def test_a_body_that_never_comes_is_a_408(server, customer):
         sock.close()
 
 
+def test_a_body_cut_short_is_a_400_and_not_applied(server, customer):
+    sock = raw_request(server, put_status_head(server, customer.token, 100),
+                       b'{"is_online": true}')
+    sock.shutdown(socket.SHUT_WR)  # the client ends its side: 19 of 100 bytes
+    try:
+        assert read_response(sock) == (400, {"detail": "Malformed request body"}, True)
+    finally:
+        sock.close()
+    status, body = rest(server, "GET", "/both/status/me", customer)
+    assert (status, body["is_online"]) == (200, False)
+
+
 @pytest.mark.parametrize("chunks", ["zz\r\n{}\r\n0\r\n\r\n", "2\r\n{}XX0\r\n\r\n"])
 def test_a_malformed_chunked_body_is_a_400(server, customer, chunks):
     head = (f"PUT /both/status/me HTTP/1.1\r\nHost: {server}\r\n"

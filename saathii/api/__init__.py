@@ -27,11 +27,16 @@ def read_body():
             raw = request.get_data(cache=True)
     except (DeadlineExceeded, TimeoutError):
         raise APIError(408, "Request body not received in time", close=True) from None
-    except HTTPException:
+    except HTTPException as err:
+        if isinstance(err.__context__, TimeoutError):  # the development server's way
+            raise APIError(408, "Request body not received in time", close=True) from None
         raise
     except Exception:  # noqa: BLE001 - the server's parse errors (a bad chunk size, a
         # missing terminator) or a client that went away: the body is unusable
         raise APIError(400, "Malformed request body", close=True) from None
+    if request.content_length is not None and len(raw) != request.content_length:
+        # The client ended its side before the whole body: never act on a prefix.
+        raise APIError(400, "Malformed request body", close=True)
     if request.content_length is None and len(raw) >= current_app.config["MAX_CONTENT_LENGTH"]:
         # A chunked body is cut at the limit rather than refused: refuse it here.
         raise RequestEntityTooLarge()

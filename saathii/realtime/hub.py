@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 MAX_QUEUED = 1000
 MAX_SOCKETS_PER_USER = 10
 _opened = itertools.count()
-_opened = itertools.count()
 
 
 def message(type_, data):
@@ -34,7 +33,6 @@ class Connection:
         self.ws = ws
         self.user_id = user_id
         self.expires_at = expires_at  # the token's exp (Unix time): the socket ends then
-        self.opened = next(_opened)  # the oldest of a user's sockets goes first
         self.opened = next(_opened)  # the oldest of a user's sockets goes first
         self.favorites = set()   # listener ids the user has favorited
         self.subscribed = set()  # user ids asked for with a subscribe message
@@ -93,10 +91,12 @@ class Connection:
     def _next(self):
         """The next message to send, or None once the socket is to close."""
         with self.ready:
-            while not self.pending and not self.closing and not self.closed:
-                if not self.ready.wait(self._until_expiry()):
-                    if self._until_expiry() == 0:
-                        self.closing = (1008, "Token expired")
+            while True:  # the token's expiry ends a busy socket as well as an idle one
+                if self._until_expiry() == 0 and self.closing is None:
+                    self.closing = (1008, "Token expired")
+                if self.pending or self.closing or self.closed:
+                    break
+                self.ready.wait(self._until_expiry())
             if self.closing or self.closed:
                 return None
             key, item = self.pending.popitem(last=False)
@@ -158,6 +158,7 @@ class Hub:
         self.by_user = {}
         self.watchers = {}
         self.feed = set()
+        self.closing = None  # (code, reason) every socket gets, once the process stops
 
     def add(self, connection):
         """Register a socket; past max_per_user sockets of its user, close the oldest (a
@@ -169,8 +170,11 @@ class Hub:
             live = sorted((socket for socket in sockets if socket.open),
                           key=lambda socket: socket.opened)
             surplus = live[:max(0, len(live) - self.max_per_user)]
+            stopping = self.closing
         for oldest in surplus:
             oldest.close(1008, "Too many sockets for this user; the oldest was closed")
+        if stopping is not None:  # it came in as the process stopped
+            connection.close(*stopping)
 
     def users(self):
         """The ids of the users with a socket here."""
@@ -178,8 +182,9 @@ class Hub:
             return list(self.by_user)
 
     def close_all(self, code, reason):
-        """Close every socket here (their writers send the close)."""
+        """Close every socket here (their writers send the close), and any added later."""
         with self.lock:
+            self.closing = (code, reason)
             sockets = [socket for user in self.by_user.values() for socket in user]
         for connection in sockets:
             connection.close(code, reason)

@@ -3,7 +3,7 @@ one subscription and hands what other processes published to its own hub.
 
 Requests never wait on Redis: publish() only queues (at most MAX_UNSENT events, in
 order), and one publisher thread per process sends them, each call bounded by
-REDIS_TIMEOUT_SECONDS; after a failure it skips Redis for PUBLISH_PAUSE_SECONDS and
+PUBLISH_TIMEOUT_SECONDS; after a failure it skips Redis for PUBLISH_PAUSE_SECONDS and
 drops what is queued meanwhile (favorite events stay replayable with `since`).
 """
 import collections
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "saathii:events"
 PUBLISH_PAUSE_SECONDS = 5
+PUBLISH_TIMEOUT_SECONDS = 2
 MAX_BACKOFF_SECONDS = 30
 MAX_UNSENT = 10_000
 
@@ -41,7 +42,9 @@ class RedisRelay:
         self.hub = hub
         self.channel = channel
         self.origin = uuid.uuid4().hex
-        self.publisher = redis.Redis.from_url(url, **client_options(timeout))
+        # Off the request path: a blip of a second costs no events.
+        self.publisher = redis.Redis.from_url(
+            url, **client_options(max(timeout, PUBLISH_TIMEOUT_SECONDS)))
         self.subscriber = redis.Redis.from_url(
             url, socket_connect_timeout=2, socket_keepalive=True, health_check_interval=10)
         self.paused_until = 0.0
@@ -74,8 +77,8 @@ class RedisRelay:
                 if not self.unsent:
                     continue
                 event = self.unsent.popleft()
-            payload = json.dumps({"origin": self.origin, "event": event.to_json()})
             try:
+                payload = json.dumps({"origin": self.origin, "event": event.to_json()})
                 self.publisher.publish(self.channel, payload)
             except redis.RedisError as err:
                 with self.has_unsent:
@@ -84,6 +87,8 @@ class RedisRelay:
                     self.unsent.clear()
                 log.warning("Redis publish failed (%s); events reach only this process's "
                             "sockets until it is back (%d queued dropped)", err, dropped + 1)
+            except Exception:  # noqa: BLE001 - one bad event must not end the publisher
+                log.exception("could not publish an event")
 
     def start(self, wait=2.0):
         """Start the subscription thread once; wait a little for it to subscribe."""
