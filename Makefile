@@ -34,4 +34,5 @@ bench: install
 
 bench-smoke: install
 	$(BIN)/python bench/run.py --smoke
+	$(BIN)/python bench/attacks.py --smoke
 	$(BIN)/python bench/relays.py --events 200 --threads 1,4
