@@ -3,8 +3,16 @@
 gevent workers hold each idle feed socket as a greenlet rather than an OS thread.
 """
 import os
+import shutil
+import tempfile
 
-from config import database_url, event_relay
+from config import Config, database_url, event_relay
+from logformat import GunicornLogger, log_format
+
+try:
+    log_format()  # a wrong LOG_FORMAT stops the start here, not in every worker
+except ValueError as err:
+    raise SystemExit(str(err)) from None
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 # Events reach the sockets of other workers only through a relay (Redis, or PostgreSQL's
@@ -27,12 +35,44 @@ keepalive = 5
 control_socket_disable = True
 accesslog = "-"
 # The path without its query string: the feed socket's ?token= never reaches the log.
-access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
+access_log_format = ('%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms '
+                     'request_id=%({saathii.request_id}e)s')
+# LOG_FORMAT (text or json) for gunicorn's own logs too; tokens redacted from the error
+# log (a malformed request line is logged whole); health probes out of the access log.
+logger_class = GunicornLogger
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def on_starting(server):
+    """Give the workers' metrics a fresh directory (prometheus_client's multiprocess mode:
+    /metrics sums what every worker wrote). Set before any worker imports the app."""
+    if Config.METRICS_ENABLED:
+        os.environ[METRICS_DIR] = tempfile.mkdtemp(prefix="saathii-metrics-")
+
+
+def child_exit(server, worker):
+    """A dead worker's gauges (open sockets, relay up) stop counting; its counters stay
+    in the sums, so totals never go back."""
+    if os.environ.get(METRICS_DIR):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove this start's metrics directory."""
+    if os.environ.get(METRICS_DIR):
+        shutil.rmtree(os.environ[METRICS_DIR], ignore_errors=True)
 
 
 def post_worker_init(worker):
     """Start the presence sweeper in each worker (SCHEDULER_ENABLED; a lease keeps one
-    sweep at a time) without waiting for a first request."""
+    sweep at a time) and its event relay, without waiting for a first request or socket:
+    readiness and saathii_relay_up then say from the start whether the relay connects."""
+    from saathii.realtime import KEY
     from saathii.scheduler import start_in_background
 
     start_in_background(worker.wsgi)
+    realtime = worker.wsgi.extensions.get(KEY)  # none in bench/'s floor app
+    if realtime is not None:
+        realtime.listen(wait=0)

@@ -4,6 +4,7 @@ from flask import Blueprint, current_app, g, request
 from ..auth import bearer_token, user_for_token
 from ..errors import bad_request, unauthorized
 from ..extensions import db, sock
+from .. import metrics
 from ..fields import is_id
 from ..realtime import devserver, realtime
 from ..realtime.session import FeedSession
@@ -29,7 +30,8 @@ def authenticate():
 def feed(ws):
     """Serve one feed socket until it closes."""
     g.socket_served = ws  # the development server's ending needs it (devserver)
-    FeedSession(ws, g.feed_user_id, g.feed_since, realtime(), current_app.config).run()
+    with metrics.feed_socket():
+        FeedSession(ws, g.feed_user_id, g.feed_since, realtime(), current_app.config).run()
 
 
 sock.route("/ws/feed", bp=bp, endpoint="feed")(feed)

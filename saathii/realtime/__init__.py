@@ -24,10 +24,19 @@ class Realtime:
         if self.relay is not None:
             self.relay.publish(event)
 
-    def listen(self):
-        """Make sure this process hears other processes' events (once it holds sockets)."""
+    def listen(self, wait=2.0):
+        """Make sure this process hears other processes' events (once it holds sockets,
+        or from the start under gunicorn), waiting up to `wait` seconds for the relay."""
         if self.relay is not None:
-            self.relay.start()
+            self.relay.start(wait)
+
+    def relay_connected(self, wait=0.0):
+        """Whether the relay hears other processes now (None: no relay in use). A relay not
+        started yet is started, and given up to `wait` seconds to connect."""
+        if self.relay is None:
+            return None
+        self.relay.start(wait if self.relay.thread is None else 0)
+        return self.relay.connected
 
     def stop(self):
         """Stop hearing other processes."""

@@ -8,6 +8,7 @@ import uuid
 
 import redis
 
+from .. import metrics
 from ..events import Event
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,11 @@ class RedisRelay:
                 self.thread.start()
         self.subscribed.wait(wait)
 
+    @property
+    def connected(self):
+        """Whether the subscription is up."""
+        return self.subscribed.is_set()
+
     def stop(self):
         self.stopping.set()
 
@@ -66,6 +72,7 @@ class RedisRelay:
             try:
                 pubsub.subscribe(self.channel)
                 self.subscribed.set()
+                metrics.relay_up(True)
                 self.paused_until = 0.0
                 if backoff > 0.5:
                     log.info("Redis relay subscribed again")
@@ -76,6 +83,7 @@ class RedisRelay:
                         self._receive(message["data"])
             except redis.RedisError as err:
                 self.subscribed.clear()
+                metrics.relay_up(False)
                 log.warning("Redis relay lost its subscription (%s); retrying in %.1fs",
                             err, backoff)
                 self.stopping.wait(backoff)

@@ -7,6 +7,7 @@ import time
 
 import sqlalchemy as sa
 
+from .. import metrics
 from ..domain import presence
 from ..events import latest_event_id, stored_events
 from ..extensions import db
@@ -50,6 +51,7 @@ class BoundedSocket:
 
     def _give_up(self):
         """Shut the connection down (the reader sees it end) and say why."""
+        metrics.socket_closed_slow("send_timeout")
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
