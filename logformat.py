@@ -147,9 +147,8 @@ class GunicornLogger(glogging.Logger):
                 return  # probes come every few seconds; only a failing one is news
             level = logging.WARNING
         if not self.json:
-            if level == logging.INFO:
-                return super().access(resp, req, environ, request_time)
-            self.access_log.warning('"%s %s" %s', environ.get("REQUEST_METHOD"), path, status)
+            atoms = self.atoms_wrapper_class(self.atoms(resp, req, environ, request_time))
+            self.access_log.log(level, self.cfg.access_log_format, atoms)
             return
         method = environ.get("REQUEST_METHOD")
         self.access_log.log(level, "%s %s %s", method, path, status, extra={
