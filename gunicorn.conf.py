@@ -45,7 +45,9 @@ METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 def on_starting(server):
     """Give the workers' metrics a fresh directory (prometheus_client's multiprocess mode:
-    /metrics sums what every worker wrote). Set before any worker imports the app."""
+    /metrics sums what every worker wrote). Set before any worker imports the app; one
+    inherited from the environment is ignored (and so never removed by on_exit)."""
+    os.environ.pop(METRICS_DIR, None)
     if Config.METRICS_ENABLED:
         os.environ[METRICS_DIR] = tempfile.mkdtemp(prefix="saathii-metrics-")
 

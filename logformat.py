@@ -104,9 +104,6 @@ def formatter(kind=None):
 class StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is when a record comes (test runners replace it)."""
 
-    def __init__(self):
-        super().__init__()
-
     @property
     def stream(self):
         return sys.stderr

@@ -173,7 +173,8 @@ def exposition(accept=None):
 
 def init_app(app):
     """Count every request by route template (METRICS_ENABLED), and start the relay gauge
-    at 1 when there is no relay to be down."""
+    at 1 when there is no relay to be down. The switch is per process: the last app made
+    decides (a service process makes one)."""
     global _enabled
     _enabled = app.config["METRICS_ENABLED"]
     if not _enabled:
