@@ -5,8 +5,8 @@ from flask import current_app, g
 from flask_limiter import RateLimitExceeded
 from flask_limiter.util import get_remote_address
 
-from .auth import bearer_token, current_user, user_id_for_token
 from . import metrics
+from .auth import bearer_token, current_user, user_id_for_token
 from .extensions import limiter
 from .limit_counters import ProcessCounters  # noqa: F401 - registers process-memory://
 

@@ -1,10 +1,10 @@
 """The feed socket: /ws/feed (and /ws/presence), authenticated before the upgrade."""
 from flask import Blueprint, current_app, g, request
 
+from .. import metrics
 from ..auth import bearer_token, user_for_token
 from ..errors import bad_request, unauthorized
 from ..extensions import db, sock
-from .. import metrics
 from ..fields import is_id
 from ..realtime import devserver, realtime
 from ..realtime.session import FeedSession
