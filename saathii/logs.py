@@ -45,18 +45,21 @@ def _once(logger, kind):
 
 
 def configure_logging(level, log_format="text"):
-    """Set the level, and write the app's records to stderr in LOG_FORMAT; once."""
-    root = logging.getLogger()
-    root.setLevel(level)
-    handler = next((h for h in root.handlers if isinstance(h, StderrHandler)), None)
-    if handler is None:
-        handler = StderrHandler()
-        handler.addFilter(RequestContext())
-        root.addHandler(handler)
-    handler.setFormatter(formatter(log_format))
+    """Set the level, and write the app's records to stderr in LOG_FORMAT, unless
+    something else (a test runner) configured logging first, as basicConfig would."""
     werkzeug = logging.getLogger("werkzeug")  # the development server's request lines
     _once(werkzeug, RedactTokens)
     _once(werkzeug, QuietProbes)
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if isinstance(h, StderrHandler)), None)
+    if handler is None:
+        if root.handlers:
+            return
+        handler = StderrHandler()
+        handler.addFilter(RequestContext())
+        root.addHandler(handler)
+    root.setLevel(level)
+    handler.setFormatter(formatter(log_format))
 
 
 def assign_request_id():
