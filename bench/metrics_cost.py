@@ -120,13 +120,14 @@ def main(argv=None):
     print(f"\nmetrics cost, heartbeat scenario, {time.strftime('%Y-%m-%d %H:%M UTC')}, "
           f"{args.rounds} rounds of {args.duration} s\n")
     print("| service | req/s of each run | mean req/s | ratio to the floor | "
-          "worker CPU per request |")
-    print("|---|---|---:|---:|---:|")
+          "worker CPU per request, each run | mean |")
+    print("|---|---|---:|---:|---|---:|")
     for key, title in (("floor", "floor"), ("off", "METRICS_ENABLED=false"),
                        ("on", "METRICS_ENABLED=true")):
         each = ", ".join(f"{r['rps']:,.0f}" for r in runs[key])
+        cpu = ", ".join(f"{r['worker_ms']:.2f}" for r in runs[key])
         print(f"| {title} | {each} | {mean[key]['rps']:,.0f} | "
-              f"{mean[key]['rps'] / mean['floor']['rps']:.2f} | "
+              f"{mean[key]['rps'] / mean['floor']['rps']:.2f} | {cpu} | "
               f"{mean[key]['worker_ms']:.2f} ms |")
     on, off = mean["on"], mean["off"]
     print(f"\nthroughput, on / off: {on['rps'] / off['rps']:.3f}; worker CPU per request, "
