@@ -87,6 +87,11 @@ class Config:
     # Link headers point at the public scheme and host.
     PROXY_FIX = _bool("PROXY_FIX", False)
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    # text (readable lines) or json (one object per line), for the app's and gunicorn's logs.
+    LOG_FORMAT = os.environ.get("LOG_FORMAT") or "text"
+    # GET /metrics for Prometheus; with a token set, it needs `Authorization: Bearer <token>`.
+    METRICS_ENABLED = _bool("METRICS_ENABLED", True)
+    METRICS_TOKEN = os.environ.get("METRICS_TOKEN") or None
     # Real-time feed: events between processes through Redis when REDIS_URL is set, else
     # through PostgreSQL's LISTEN/NOTIFY; on SQLite alone they stay in one process.
     REDIS_URL = os.environ.get("REDIS_URL") or None

@@ -4,11 +4,18 @@ gevent workers hold each idle feed socket as a greenlet rather than an OS thread
 """
 import json
 import os
-import re
+import shutil
+import tempfile
 
 from gunicorn import util
 
-from config import database_url, event_relay
+from config import Config, database_url, event_relay
+from logformat import GunicornLogger, log_format, redact
+
+try:
+    log_format()  # a wrong LOG_FORMAT stops the start here, not in every worker
+except ValueError as err:
+    raise SystemExit(str(err)) from None
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 # Events reach the sockets of other workers only through a relay (Redis, or PostgreSQL's
@@ -31,20 +38,54 @@ keepalive = 5
 control_socket_disable = True
 accesslog = "-"
 # The path without its query string: the feed socket's ?token= never reaches the log.
-access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
+access_log_format = ('%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms '
+                     'request_id=%({saathii.request_id}e)s')
+# LOG_FORMAT (text or json) for gunicorn's own logs too; tokens redacted from the error
+# log (a malformed request line is logged whole); health probes out of the access log.
+logger_class = GunicornLogger
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def on_starting(server):
+    """Give the workers' metrics a fresh directory (prometheus_client's multiprocess mode:
+    /metrics sums what every worker wrote). Set before any worker imports the app; one
+    inherited from the environment is ignored (and so never removed by on_exit)."""
+    os.environ.pop(METRICS_DIR, None)
+    if Config.METRICS_ENABLED:
+        os.environ[METRICS_DIR] = tempfile.mkdtemp(prefix="saathii-metrics-")
+
+
+def child_exit(server, worker):
+    """A dead worker's gauges (open sockets, relay up) stop counting; its counters stay
+    in the sums, so totals never go back."""
+    if os.environ.get(METRICS_DIR):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove this start's metrics directory."""
+    if os.environ.get(METRICS_DIR):
+        shutil.rmtree(os.environ[METRICS_DIR], ignore_errors=True)
 
 
 def post_worker_init(worker):
     """Start the presence sweeper in each worker (SCHEDULER_ENABLED; a lease keeps one
-    sweep at a time) without waiting for a first request; on SIGTERM, close the feed
-    sockets at once."""
+    sweep at a time) and its event relay, without waiting for a first request or socket:
+    readiness and saathii_relay_up then say from the start whether the relay connects.
+    On SIGTERM, close the feed sockets at once."""
+    from saathii.realtime import KEY
     from saathii.scheduler import start_in_background
 
     start_in_background(worker.wsgi)
-    close_sockets_on_exit(worker)
+    realtime = worker.wsgi.extensions.get(KEY)  # none in bench/'s floor app
+    if realtime is not None:
+        realtime.listen(wait=0)
+        close_sockets_on_exit(worker, realtime)
 
 
-def close_sockets_on_exit(worker):
+def close_sockets_on_exit(worker, realtime):
     """On SIGTERM gunicorn stops accepting and lets in-flight requests finish (up to
     graceful_timeout); feed sockets never finish by themselves, so they are closed with
     1012 (service restart) then, and clients reconnect at once to a live process."""
@@ -52,9 +93,6 @@ def close_sockets_on_exit(worker):
 
     import gevent
 
-    from saathii.realtime import KEY
-
-    realtime = worker.wsgi.extensions[KEY]
     handle_exit = worker.handle_exit
 
     def exit_closing_sockets(sig, frame):
@@ -64,15 +102,11 @@ def close_sockets_on_exit(worker):
     signal.signal(signal.SIGTERM, exit_closing_sockets)
 
 
-TOKEN = re.compile(r"(token=)[^&\s\"']+")
-REDACTED = r"\1[redacted]"
-
-
 def write_json_error(sock, status_int, reason, mesg):
     """gunicorn's own answers to requests it cannot parse (400, 414, 431...), as the
     service's JSON errors rather than an HTML page; a token in a request line is not
     echoed."""
-    detail = f"{reason}: {TOKEN.sub(REDACTED, mesg)}" if mesg else reason
+    detail = f"{reason}: {redact(mesg)}" if mesg else reason
     body = json.dumps({"detail": detail}).encode()
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")

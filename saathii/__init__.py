@@ -10,7 +10,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config, event_relay
 
-from . import database, deadline, events, limits, realtime, scheduler
+from logformat import log_format
+
+from . import database, deadline, events, limits, logs, metrics, realtime, scheduler
 from .api import read_body
 from .errors import bad_request, register_error_handlers
 from .extensions import db, migrate, sock
@@ -32,6 +34,10 @@ def check_config(config):
     try:
         config["EVENT_RELAY"] = event_relay(config["SQLALCHEMY_DATABASE_URI"],
                                             config.get("REDIS_URL"), config.get("EVENT_RELAY"))
+    except ValueError as err:
+        raise RuntimeError(str(err)) from None
+    try:
+        config["LOG_FORMAT"] = log_format(config.get("LOG_FORMAT") or "text")
     except ValueError as err:
         raise RuntimeError(str(err)) from None
 
@@ -84,7 +90,9 @@ def create_app(config_class=Config):
         "ping_interval": app.config["FEED_PING_INTERVAL_SECONDS"],
         "max_message_size": app.config["FEED_MAX_MESSAGE_BYTES"],
     }
-    configure_logging(app.config.get("LOG_LEVEL", "INFO"))
+    configure_logging(app.config.get("LOG_LEVEL", "INFO"), app.config["LOG_FORMAT"])
+    logs.init_app(app)  # first: every response, errors included, carries a request id
+    metrics.init_app(app)
     _prepare_database(app.config)
     if app.config.get("PROXY_FIX"):
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
@@ -102,7 +110,11 @@ def create_app(config_class=Config):
     app.before_request(read_body)  # before any hook or view takes a database connection
     deadline.init_app(app)  # from when the body is in
 
-    from .api import docs, favorites, feed, presence
+    from .api import docs, favorites, feed, health, presence
+    app.register_blueprint(health.bp)
+    if app.config["METRICS_ENABLED"]:
+        from .api import metrics as metrics_api
+        app.register_blueprint(metrics_api.bp)
     app.register_blueprint(favorites.bp)
     app.register_blueprint(feed.bp)
     app.register_blueprint(presence.bp)

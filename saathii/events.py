@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy import event as sa_event
 
+from . import metrics
 from .clock import clock, isoformat
 from .extensions import db
 from .models import FeedEvent
@@ -85,6 +86,7 @@ class EventBus:
 
     def publish(self, event):
         """Deliver an event to every subscriber."""
+        metrics.event_published(event.type)
         for callback in list(self.subscribers):
             callback(event)
 

@@ -7,6 +7,7 @@ from flask_limiter import RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from limits import parse_many
 
+from . import metrics
 from .auth import bearer_token, current_user, user_id_for_token
 from .extensions import limiter
 from .limit_counters import ProcessCounters  # noqa: F401 - registers process-memory://
@@ -34,6 +35,7 @@ def _limit(setting, scope):
                 return limited(*args, **kwargs)
             except RateLimitExceeded:
                 current_user()  # a caller whose account is gone hears 401, not 429
+                metrics.rate_limited(scope)
                 raise
 
         return counted

@@ -4,6 +4,7 @@ import binascii
 
 from flask import Blueprint, current_app, g, request
 
+from .. import metrics
 from ..auth import active_caller, bearer_token, verified_token
 from ..errors import APIError, bad_request, unauthorized
 from ..extensions import db, sock
@@ -51,8 +52,9 @@ def authenticate():
 def feed(ws):
     """Serve one feed socket until it closes."""
     g.socket_served = ws  # the development server's ending needs it (devserver)
-    FeedSession(ws, g.feed_user_id, g.feed_since, realtime(), current_app.config,
-                expires_at=g.feed_expires_at).run()
+    with metrics.feed_socket():
+        FeedSession(ws, g.feed_user_id, g.feed_since, realtime(), current_app.config,
+                    expires_at=g.feed_expires_at).run()
 
 
 sock.route("/ws/feed", bp=bp, endpoint="feed")(feed)

@@ -11,6 +11,7 @@ import threading
 import sqlalchemy as sa
 from flask import current_app
 
+from .. import metrics
 from ..clock import clock
 from ..errors import unavailable
 from ..extensions import db
@@ -82,6 +83,7 @@ class BeatBatcher:
         with self.lock:
             if self.open is batch:
                 self.open = None  # closed: later beats start the next batch
+        metrics.heartbeat_batch(len(batch.user_ids))
         try:
             batch.applied = frozenset(self.write(batch.user_ids))
         except BaseException as err:  # noqa: BLE001 - every other beat of it learns

@@ -8,6 +8,7 @@ from flask import current_app
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.exc import StaleDataError
 
+from .. import metrics
 from ..clock import clock
 from ..events import prune_stored_events
 from ..extensions import db
@@ -100,6 +101,7 @@ def end_expired_busy(now, grace_seconds):
     return total
 
 
+@metrics.observed_sweep
 def sweep(now=None):
     """One sweep, with the app's settings; returns what it changed."""
     config = current_app.config

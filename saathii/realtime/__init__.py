@@ -26,13 +26,22 @@ class Realtime:
         if self.relay is not None:
             self.relay.publish(event)
 
-    def listen(self):
-        """Once this process holds sockets: make sure it hears other processes' events,
-        and that the sockets of deactivated accounts are closed."""
+    def listen(self, wait=2.0):
+        """Make sure this process hears other processes' events (once it holds sockets,
+        or from the start under gunicorn), waiting up to `wait` seconds for the relay, and
+        that the sockets of deactivated accounts are closed."""
         if self.guard is not None:
             self.guard.start()
         if self.relay is not None:
-            self.relay.start()
+            self.relay.start(wait)
+
+    def relay_connected(self, wait=0.0):
+        """Whether the relay hears other processes now (None: no relay in use). A relay not
+        started yet is started, and given up to `wait` seconds to connect."""
+        if self.relay is None:
+            return None
+        self.relay.start(wait if self.relay.thread is None else 0)
+        return self.relay.connected
 
     def shut_down(self):
         """The process is stopping: close every socket with 1012 (service restart), so

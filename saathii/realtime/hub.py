@@ -12,6 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 
+from .. import metrics
 from ..clock import clock, isoformat
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class Connection:
                     return
             elif self.others >= self.max_queued:
                 log.warning("feed socket of user %s is too slow; closing it", self.user_id)
+                metrics.socket_closed_slow("queue_full")
                 self.closing = (1008, "Too slow")
                 self.ready.notify()
                 return
@@ -253,6 +255,7 @@ class Hub:
         presence_of = event.subject_id if event.is_presence else None
         for connection in recipients:
             connection.deliver(envelope, event.id, presence_of)
+        metrics.events_delivered(len(recipients))
 
     def _follow_favorite_change(self, event):
         """Keep the favoriting user's sockets watching the listener they (un)favorited."""

@@ -19,6 +19,7 @@ import psycopg
 import sqlalchemy as sa
 from psycopg import sql
 
+from .. import metrics
 from ..clock import clock
 from ..database import CONNECT_OPTIONS
 from ..events import Event
@@ -78,6 +79,11 @@ class PostgresRelay:
                 self.thread.start()
         self.listening.wait(wait)
 
+    @property
+    def connected(self):
+        """Whether the listening connection is up."""
+        return self.listening.is_set()
+
     def stop(self):
         """Stop listening (within POLL_SECONDS)."""
         self.stopping.set()
@@ -93,6 +99,7 @@ class PostgresRelay:
                                      **CONNECT_OPTIONS) as connection:
                     connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     self.listening.set()
+                    metrics.relay_up(True)
                     if down_since is not None:
                         log.info("PostgreSQL relay listening again after %.1fs",
                                  time.monotonic() - down_since)
@@ -102,6 +109,7 @@ class PostgresRelay:
                             self._receive(notification.payload)
             except psycopg.Error as err:
                 self.listening.clear()
+                metrics.relay_up(False)
                 if down_since is None:  # the outage is logged once, its end once
                     down_since = time.monotonic()
                     log.warning("PostgreSQL relay lost its connection (%s); events of other "

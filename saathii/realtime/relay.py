@@ -17,6 +17,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .. import metrics
 from ..events import Event
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,11 @@ class RedisRelay:
                 self.thread.start()
         self.subscribed.wait(wait)
 
+    @property
+    def connected(self):
+        """Whether the subscription is up."""
+        return self.subscribed.is_set()
+
     def stop(self):
         self.stopping.set()
 
@@ -109,6 +115,7 @@ class RedisRelay:
             try:
                 pubsub.subscribe(self.channel)
                 self.subscribed.set()
+                metrics.relay_up(True)
                 self.paused_until = 0.0
                 if backoff > 0.5:
                     log.info("Redis relay subscribed again")
@@ -119,6 +126,7 @@ class RedisRelay:
                         self._receive(message["data"])
             except redis.RedisError as err:
                 self.subscribed.clear()
+                metrics.relay_up(False)
                 log.warning("Redis relay lost its subscription (%s); retrying in %.1fs",
                             err, backoff)
                 self.stopping.wait(backoff)

@@ -8,7 +8,7 @@ import time
 
 import sqlalchemy as sa
 
-from .. import limits
+from .. import limits, metrics
 from ..auth import active_caller
 from ..domain import presence
 from ..events import latest_event_id, stored_events
@@ -58,6 +58,7 @@ class BoundedSocket:
         is reset, not ended in order: what the client never read is dropped at once
         rather than held by the kernel (megabytes) while it probes a window that stays
         shut."""
+        metrics.socket_closed_slow("send_timeout")
         try:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, NO_LINGER)
             self._sock.shutdown(socket.SHUT_RDWR)
