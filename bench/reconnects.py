@@ -132,7 +132,7 @@ def client_main(args):
 
     def hold(user_id, tok):
         record = state[user_id] = {"start": None, "ids": [], "greetings": [], "closes": []}
-        cursor = None
+        cursor, attempt = None, 0
         while True:
             path = f"/ws/feed?token={tok}" + (f"&since={cursor}" if cursor is not None else "")
             try:
@@ -147,7 +147,11 @@ def client_main(args):
                 if record["closes"]:  # the restarting server: try again shortly
                     retries[type(err).__name__ if isinstance(err, OSError)
                             else describe(err)] += 1
-                    gevent.sleep(random.uniform(0.05, 0.15))
+                    # the console's policy (saathii/static/console/feed.js), from a
+                    # smaller first step: doubling, capped, half of it random
+                    attempt += 1
+                    ceiling = min(args.backoff_cap, args.backoff * 2 ** (attempt - 1))
+                    gevent.sleep(ceiling / 2 + random.random() * ceiling / 2)
                     continue
                 errors[describe(err)] += 1
                 return
@@ -155,6 +159,7 @@ def client_main(args):
                 errors[describe(err)] += 1
                 return
             record["greetings"].append(time.time())
+            attempt = 0
             if cursor is None:
                 cursor = record["start"] = data["last_event_id"] or 0
             if data.get("cursor_reset"):
@@ -198,9 +203,10 @@ def client_main(args):
 class Client:
     """A client process of this script, spoken to with JSON lines."""
 
-    def __init__(self, mode, port, users, concurrency):
+    def __init__(self, mode, port, users, concurrency, args):
         command = [sys.executable, os.path.abspath(__file__), "--client", "--mode", mode,
-                   "--port", str(port), "--concurrency", str(concurrency)]
+                   "--port", str(port), "--concurrency", str(concurrency),
+                   "--backoff", str(args.backoff), "--backoff-cap", str(args.backoff_cap)]
         self.process = subprocess.Popen(command, cwd=BENCH, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True, bufsize=1)
         self.lines = queue.Queue()
@@ -309,12 +315,12 @@ def run_connect(url, data, args, floor):
     users = user_tokens(data.light_ids[:args.sockets])
     warm = user_tokens(data.free_customer_ids[:50])
     with Server("reconnects-connect", "wsgi:app", url) as srv:
-        warmer = Client("connect", srv.port, warm, 10)  # imports, pools: not measured
+        warmer = Client("connect", srv.port, warm, 10, args)  # imports, pools: not measured
         warmer.send("go")
         warmer.expect("connected", 60)
         warmer.stop()
         per = max(1, args.concurrency // args.clients)
-        clients = [Client("connect", srv.port, part, per) for part in split(users, args.clients)]
+        clients = [Client("connect", srv.port, part, per, args) for part in split(users, args.clients)]
         cpu_before = [c.cpu_seconds() for c in clients]
         workers_before = worker_cpu(srv.worker_pids())
         spies = spy(srv.worker_pids(), args, "connect")
@@ -367,6 +373,31 @@ def worker_cpu(pids):
     return total
 
 
+def relaunch(srv):
+    """Start the server's gunicorn again on its port, without waiting for it (the
+    clients are already knocking); as bench/server.py's Server.start does."""
+    with open(srv.log_path, "a") as errors:
+        srv.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", srv.app],
+            cwd=ROOT, env=srv.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=errors)
+
+
+def wait_workers(srv, timeout=120):
+    """The pids of the relaunched server's workers, once all are forked."""
+    from common import children
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = children(srv.process.pid)
+        if len(found) == srv.workers:
+            return found
+        if srv.process.poll() is not None:
+            raise BenchError(f"the relaunched gunicorn exited with {srv.process.returncode}")
+        time.sleep(0.05)
+    raise BenchError(f"the relaunched gunicorn had no {srv.workers} workers in {timeout} s")
+
+
 def stored_ids(url, user_ids):
     """Every stored event id of these users, by user."""
     import psycopg
@@ -391,7 +422,7 @@ def run_storm(url, data, args, floor):
     clients, writer = [], None
     try:
         per = max(1, args.concurrency // args.clients)
-        clients = [Client("storm", srv.port, part, per)
+        clients = [Client("storm", srv.port, part, per, args)
                    for part in split(user_tokens(listeners), args.clients)]
         for client in clients:
             client.send("go")
@@ -412,18 +443,28 @@ def run_storm(url, data, args, floor):
         if json.loads(writer.stdout.readline() or "{}").get("event") != "started":
             raise BenchError("storm: the writer did not start")
         time.sleep(args.before)
+        old_spies = spy(srv.worker_pids(), args, "shutdown")
         sigterm = time.time()
         srv.process.send_signal(signal.SIGTERM)
         srv.process.wait(60)
         exited = time.time()
-        srv.start()
-        listening = time.time()
+        for process in old_spies:
+            process.wait(60)  # py-spy writes its profile when the worker exits
+        relaunch(srv)
+        workers = wait_workers(srv)
+        booted = time.time()
+        spies = spy(workers, args, "storm")
+        cpu_before = worker_cpu(workers)
         backs = []
         for client in clients:
             backs.append(client.expect("all_back", 300)["time"])
         all_back = max(backs)
-        log(f"storm: old process gone {exited - sigterm:.1f} s after SIGTERM, new one "
-            f"answering after {listening - sigterm:.1f} s, every socket greeted again after "
+        storm_cpu = worker_cpu(workers) - cpu_before
+        for process in spies:
+            process.send_signal(signal.SIGINT)
+            process.wait(60)
+        log(f"storm: old process gone {exited - sigterm:.1f} s after SIGTERM, new workers "
+            f"forked at {booted - sigterm:.1f} s, every socket greeted again after "
             f"{all_back - sigterm:.1f} s")
         time.sleep(args.after)
         writer.stdin.write("stop\n")
@@ -462,8 +503,12 @@ def run_storm(url, data, args, floor):
     during = sum(1 for user_id in listeners for i in stored.get(user_id, ())
                  if i > state[user_id]["start"])
     seconds = all_back - sigterm
+    seconds_back = sorted(record["greetings"][1] for record in state.values()
+                          if len(record["greetings"]) >= 2)
+    first_back = seconds_back[0] - sigterm if seconds_back else None
     out = {"sockets": len(listeners), "clients": args.clients, "seconds": seconds,
-           "old_exit_s": exited - sigterm, "new_answering_s": listening - sigterm,
+           "old_exit_s": exited - sigterm, "forked_s": booted - sigterm,
+           "first_back_s": first_back, "worker_cpu_s": storm_cpu,
            "rate": len(listeners) / seconds, "ratio": len(listeners) / seconds / floor["rps"],
            "p50_ms": 1000 * (percentile(reconnect, 50) or 0),
            "p99_ms": 1000 * (percentile(reconnect, 99) or 0),
@@ -511,14 +556,19 @@ def render(run):
                   f"{connect['client_cpu_s']:.1f} s.", ""]
     if storm:
         lines += [f"Storm: the old process exited {storm['old_exit_s']:.1f} s after SIGTERM, "
-                  f"the new one answered at {storm['new_answering_s']:.1f} s; p50/p99 are "
+                  f"the new one's workers were forked at {storm['forked_s']:.1f} s, the first "
+                  f"socket was greeted again at {storm['first_back_s']:.1f} s, the last at "
+                  f"{storm['seconds']:.1f} s ({storm['sockets'] / max(0.001, storm['seconds'] - storm['first_back_s']):,.0f} "
+                  f"sockets/s from the first; the new workers' CPU until then "
+                  f"{storm['worker_cpu_s']:.1f} s); p50/p99 are "
                   "each socket's time from its 1012 to its new greeting. Favorite events "
                   f"committed by the writer during the run: {storm['events_committed']:,}; "
                   f"stored for the socket users after their first greeting: "
                   f"{storm['events_expected']:,}; received {storm['events_received']:,}: "
                   f"**{storm['lost']} lost, {storm['duplicated']} duplicated**, "
                   f"{storm['unexpected']} unexpected. Reconnect attempts refused while the "
-                  "process restarted (retried after 50 to 150 ms, not errors): "
+                  f"process restarted (not errors: retried after {run['backoff']:g} s, doubling "
+                  f"to at most {run['backoff_cap']:g} s, half of it random): "
                   + (", ".join(f"{n:,} x {k}" for k, n in storm["retries"].items()) or "none")
                   + ".", ""]
     for name in ("connect", "storm"):
@@ -541,6 +591,9 @@ def parse_args(argv=None):
     parser.add_argument("--concurrency", type=int, default=64, help="sockets opening at once")
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--rate", type=float, default=200, help="storm: events a second")
+    parser.add_argument("--backoff", type=float, default=0.1,
+                        help="storm: first reconnect delay after a refusal, doubling (0.1 s)")
+    parser.add_argument("--backoff-cap", type=float, default=5, help="storm: its ceiling (5 s)")
     parser.add_argument("--before", type=float, default=2, help="storm: writing before SIGTERM")
     parser.add_argument("--after", type=float, default=2, help="storm: writing after all back")
     parser.add_argument("--duration", type=int, help="floor: wrk seconds (15; smoke 2)")
@@ -588,7 +641,8 @@ def main(argv=None):
     run = {"command": "python " + shlex.join(["bench/reconnects.py", *sys.argv[1:]]),
            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "database": url.rsplit("/", 1)[1], "clients": args.clients,
-           "concurrency": args.concurrency, "floor": measure_floor(url, args, folder)}
+           "concurrency": args.concurrency, "backoff": args.backoff,
+           "backoff_cap": args.backoff_cap, "floor": measure_floor(url, args, folder)}
     problems = []
     for name, scenario in (("connect", run_connect), ("storm", run_storm)):
         if args.only in (None, name):
