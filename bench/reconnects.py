@@ -297,10 +297,13 @@ def measure_floor(url, args, folder):
     with Server("reconnects-floor", "floor:app", url, floor=True) as srv:
         if args.warmup:
             run_wrk("rotate.lua", srv.port, path, 2, 64, args.warmup)
+        before = worker_cpu(srv.worker_pids())
         result = run_wrk("rotate.lua", srv.port, path, 2, 64, args.duration)
+        result["worker_ms"] = 1000 * (worker_cpu(srv.worker_pids()) - before) / max(
+            1, result["requests"])
     if result["errors"]:
         raise BenchError(f"floor: {result['errors']} errors")
-    log(f"floor: {result['rps']:,.0f} req/s")
+    log(f"floor: {result['rps']:,.0f} req/s, {result['worker_ms']:.2f} ms of worker CPU each")
     return result
 
 
@@ -344,7 +347,9 @@ def run_connect(url, data, args, floor):
     out = {"sockets": len(users), "greeted": len(latencies), "seconds": seconds,
            "rate": rate, "ratio": rate / floor["rps"], "p50_ms": 1000 * percentile(latencies, 50),
            "p99_ms": 1000 * percentile(latencies, 99), "errors": dict(errors),
-           "client_cpu_s": client_cpu, "worker_cpu_s": workers, "server_log": problems}
+           "client_cpu_s": client_cpu, "worker_cpu_s": workers, "server_log": problems,
+           "worker_ms": 1000 * workers / max(1, len(latencies)),
+           "cpu_ratio": floor["worker_ms"] / (1000 * workers / max(1, len(latencies)))}
     log(f"connect: {len(latencies)}/{len(users)} greeted in {seconds:.1f} s ({rate:.0f}/s, "
         f"ratio {out['ratio']:.2f}), p50 {out['p50_ms']:.0f} ms, p99 {out['p99_ms']:.0f} ms, "
         f"client CPU {client_cpu:.1f} s, workers CPU {workers:.1f} s, errors {dict(errors)}")
@@ -500,6 +505,9 @@ def run_storm(url, data, args, floor):
         closes = [at for at, code in record["closes"] if code == 1012]
         if closes and len(record["greetings"]) >= 2:
             reconnect.append(record["greetings"][1] - closes[0])
+    # Sockets that ended with no close frame: when (s after SIGTERM), after how many greetings
+    ended = [[round(at - sigterm, 1), sum(1 for g in state[user_id]["greetings"] if g < at)]
+             for user_id in listeners for at, code in state[user_id]["closes"] if code is None]
     during = sum(1 for user_id in listeners for i in stored.get(user_id, ())
                  if i > state[user_id]["start"])
     seconds = all_back - sigterm
@@ -515,7 +523,8 @@ def run_storm(url, data, args, floor):
            "events_committed": written["committed"], "writer_failed": written["failed"],
            "events_expected": expected_total, "events_received": received_total,
            "lost": lost, "duplicated": duplicated, "unexpected": unexpected,
-           "errors": dict(errors), "retries": dict(retries), "stored_after_first_greeting": during,
+           "errors": dict(errors), "retries": dict(retries), "ended": ended[:20],
+           "stored_after_first_greeting": during,
            "server_log": srv.problems()}
     log(f"storm: {len(listeners)} sockets back in {seconds:.1f} s after SIGTERM; reconnect "
         f"p50 {out['p50_ms']:.0f} ms, p99 {out['p99_ms']:.0f} ms; events {received_total} "
@@ -552,7 +561,9 @@ def render(run):
     lines.append("")
     if connect:
         lines += [f"Connect: {connect['seconds']:.1f} s; CPU: gunicorn workers "
-                  f"{connect['worker_cpu_s']:.1f} s, client processes "
+                  f"{connect['worker_cpu_s']:.1f} s ({connect['worker_ms']:.2f} ms a socket, "
+                  f"the floor {floor['worker_ms']:.2f} ms a request: by worker CPU the ratio "
+                  f"is {connect['cpu_ratio']:.2f}), client processes "
                   f"{connect['client_cpu_s']:.1f} s.", ""]
     if storm:
         lines += [f"Storm: the old process exited {storm['old_exit_s']:.1f} s after SIGTERM, "
@@ -575,6 +586,9 @@ def render(run):
         result = run.get(name) or {}
         for text, count in (result.get("errors") or {}).items():
             lines.append(f"- {name} error: {count} x {text}")
+        if result.get("ended"):
+            lines.append(f"- {name}: sockets ended without a close frame, [s after SIGTERM, "
+                         f"greetings before]: {result['ended']}")
         for line in result.get("server_log") or []:
             lines.append(f"- {name} gunicorn log: {line}")
     return "\n".join(lines).rstrip() + "\n"
