@@ -36,3 +36,4 @@ bench-smoke: install
 	$(BIN)/python bench/run.py --smoke
 	$(BIN)/python bench/attacks.py --smoke
 	$(BIN)/python bench/relays.py --events 200 --threads 1,4
+	$(BIN)/python bench/reconnects.py --smoke

@@ -18,6 +18,7 @@ from .errors import bad_request, register_error_handlers
 from .extensions import db, migrate, sock
 from .json_provider import OrjsonProvider
 from .logs import configure_logging
+from .realtime.session import light_thread
 
 MIN_SECRET_BYTES = 32
 
@@ -89,6 +90,7 @@ def create_app(config_class=Config):
     app.config["SOCK_SERVER_OPTIONS"] = {
         "ping_interval": app.config["FEED_PING_INTERVAL_SECONDS"],
         "max_message_size": app.config["FEED_MAX_MESSAGE_BYTES"],
+        "thread_class": light_thread,  # each socket's reader: a bare greenlet under gevent
     }
     configure_logging(app.config.get("LOG_LEVEL", "INFO"), app.config["LOG_FORMAT"])
     logs.init_app(app)  # first: every response, errors included, carries a request id

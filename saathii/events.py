@@ -127,12 +127,6 @@ def stored_events(user_id, after_id):
                   timestamp=row.created_at, id=row.id) for row in rows]
 
 
-def latest_event_id(user_id):
-    """The id of the newest stored event for a user, or None."""
-    return db.session.scalar(sa.select(sa.func.max(FeedEvent.id))
-                             .where(FeedEvent.user_id == user_id))
-
-
 def prune_stored_events(older_than):
     """Delete stored events created before a time; return how many."""
     result = db.session.execute(sa.delete(FeedEvent).where(FeedEvent.created_at < older_than))

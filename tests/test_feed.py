@@ -3,6 +3,7 @@ import http.client
 import json
 import re
 import socket as raw_socket
+import threading
 import time
 
 import pytest
@@ -326,3 +327,79 @@ def test_a_peer_that_stops_answering_pings_is_dropped(app, live_server, customer
 
 def realtime_of(app):
     return app.extensions[REALTIME_KEY]
+
+
+def test_a_socket_opening_while_the_process_stops_is_refused_with_503(app, live_server,
+                                                                        connect, customer):
+    """On SIGTERM (gunicorn.conf.py) open sockets get 1012; one that opens before the
+    worker stops accepting gets a 503 rather than a socket nobody would close."""
+    held = connect(customer)
+    realtime_of(app).shut_down()
+    with pytest.raises(simple_websocket.ConnectionClosed) as closed:
+        held.ws.receive(timeout=5)
+    assert closed.value.reason == 1012
+    connection = http.client.HTTPConnection(live_server, timeout=5)
+    connection.request("GET", f"/ws/feed?token={customer.token}", headers={
+        "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    response = connection.getresponse()
+    assert response.status == 503
+    assert response.getheader("Retry-After") == "1"
+    assert json.loads(response.read()) == {"detail": "Service restarting, connect again"}
+    deadline = time.monotonic() + 5
+    while realtime_of(app).hub.count() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert realtime_of(app).hub.count() == 0
+
+
+@pytest.mark.parametrize("committed", ["before the read", "after the read"])
+@pytest.mark.parametrize("since", [None, 0])
+def test_an_event_committed_while_the_greeting_is_read_arrives_once(
+        app, monkeypatch, connect, customer, listener, committed, since):
+    """The socket is in the hub before its greeting is read: an event committed just
+    before the read is in last_event_id (and the replay), one committed just after
+    arrives live; either way the client gets it once."""
+    from saathii.domain.favorites import add_favorite
+    from saathii.extensions import db
+    from saathii.realtime import session
+
+    def favorite():  # another request, on its own thread and session
+        def commit():
+            with app.app_context():
+                add_favorite(customer.id, listener.id)
+                db.session.commit()
+        worker = threading.Thread(target=commit)
+        worker.start()
+        worker.join(10)
+
+    read = session.greeting_data
+
+    def reading_with_a_commit(user_id):
+        if committed == "before the read":
+            favorite()
+        data = read(user_id)
+        if committed == "after the read":
+            favorite()
+        return data
+
+    monkeypatch.setattr(session, "greeting_data", reading_with_a_commit)
+    socket = connect(listener, since=since)
+    event = socket.receive()
+    assert (event["type"], event["data"]["username"]) == ("favorite_added", "john_doe")
+    assert socket.hello["data"]["last_event_id"] == (
+        event["id"] if committed == "before the read" else None)
+    socket.expect_nothing_queued()
+
+
+def test_the_greeting_is_one_statement_and_an_up_to_date_cursor_costs_no_replay(
+        client, connect, executed, customer, listener):
+    client.post("/favorites/add", json={"listener_id": listener.id}, headers=customer.headers)
+    cursor = connect(listener).hello["data"]["last_event_id"]  # the relay is listening now
+    executed.clear()
+    up_to_date = connect(listener, since=cursor)
+    up_to_date.expect_nothing_queued()
+    assert len(executed) == 1, executed
+    watching = connect(customer)  # its favorites come in the same statement
+    assert len(executed) == 2, executed
+    client.post("/both/status/heartbeat", headers=listener.headers)
+    assert watching.receive()["type"] == "listener_online"

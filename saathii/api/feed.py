@@ -5,12 +5,12 @@ import binascii
 from flask import Blueprint, current_app, g, request
 
 from .. import metrics
-from ..auth import active_caller, bearer_token, verified_token
+from ..auth import bearer_token, verified_token
 from ..errors import APIError, bad_request, unauthorized
 from ..extensions import db, sock
 from ..fields import is_id
 from ..realtime import devserver, realtime
-from ..realtime.session import FeedSession
+from ..realtime.session import FeedSession, register
 
 bp = Blueprint("feed", __name__)
 bp.after_request(devserver.end_socket_quietly)
@@ -36,25 +36,37 @@ def check_handshake():
 
 @bp.before_request
 def authenticate():
-    """Check the handshake, the token and since before the socket is accepted."""
+    """Check the handshake, the token and since, then register the socket and read its
+    greeting (the account is checked in the same query) before the socket is accepted."""
     check_handshake()
     verified = verified_token(request.args.get("token") or bearer_token())
-    if verified is None or active_caller(verified[0]) is None:
+    if verified is None:
         raise unauthorized()
     since = request.args.get("since")
     if since is not None and not is_id(since, minimum=0):
         raise bad_request("since must be the id of the last event received")
-    g.feed_user_id, g.feed_expires_at = verified
+    try:
+        g.feed_registered = register(realtime(), current_app.config, *verified)
+    finally:
+        db.session.close()
+    if g.feed_registered is None:
+        raise unauthorized()
     g.feed_since = int(since) if since is not None else None
-    db.session.close()
+
+
+@bp.teardown_request
+def unregister(exc=None):
+    """A socket registered but never served (the upgrade failed) leaves the hub too."""
+    registered = g.pop("feed_registered", None)
+    if registered is not None:
+        realtime().hub.remove(registered.connection)
 
 
 def feed(ws):
     """Serve one feed socket until it closes."""
     g.socket_served = ws  # the development server's ending needs it (devserver)
     with metrics.feed_socket():
-        FeedSession(ws, g.feed_user_id, g.feed_since, realtime(), current_app.config,
-                    expires_at=g.feed_expires_at).run()
+        FeedSession(ws, g.feed_registered, g.feed_since, realtime(), current_app.config).run()
 
 
 sock.route("/ws/feed", bp=bp, endpoint="feed")(feed)

@@ -19,6 +19,7 @@ class Realtime:
         self.hub = hub
         self.relay = relay
         self.guard = guard
+        self.closing = False  # stopping: new sockets are refused (503), open ones closed
 
     def publish(self, event):
         """Deliver a committed event here at once, and to the other processes."""
@@ -45,7 +46,10 @@ class Realtime:
 
     def shut_down(self):
         """The process is stopping: close every socket with 1012 (service restart), so
-        clients reconnect at once (to another process) rather than when it is killed."""
+        clients reconnect at once (to another process) rather than when it is killed.
+        Sockets still opening are refused (until gunicorn stops accepting, within a
+        second): a socket accepted now would hold the process until its graceful timeout."""
+        self.closing = True  # before close_all: a socket registered after it sees this
         self.hub.close_all(1012, "Service restart")
 
     def stop(self):

@@ -5,16 +5,18 @@ import socket
 import struct
 import threading
 import time
+from dataclasses import dataclass
 
 import sqlalchemy as sa
+from simple_websocket import ConnectionClosed
 
 from .. import limits, metrics
 from ..auth import active_caller
-from ..domain import presence
-from ..events import latest_event_id, stored_events
+from ..domain import prebuilt, presence, read
+from ..events import stored_events
 from ..extensions import db
 from ..errors import APIError
-from ..models import Favorite
+from ..models import Favorite, FeedEvent, User
 from . import inbox, messages
 from .hub import Connection, message
 
@@ -70,18 +72,101 @@ class BoundedSocket:
         return getattr(self._sock, name)
 
 
-def favorite_listener_ids(user_id):
-    """The listeners a user has favorited."""
-    return db.session.scalars(sa.select(Favorite.listener_id).where(Favorite.user_id == user_id))
+class Greenlet:
+    """The part of threading.Thread a socket's reader and writer use, as a bare greenlet:
+    under gevent's monkey patching a patched Thread costs ten times more to start."""
+
+    def __init__(self, target, name="greenlet"):
+        self.target = target
+        self.name = name
+        self.greenlet = None
+
+    def start(self):
+        import gevent
+
+        self.greenlet = gevent.spawn(self.target)
+
+    def join(self, timeout=None):
+        if self.greenlet is not None:
+            self.greenlet.join(timeout)
+
+    def is_alive(self):
+        return self.greenlet is not None and not self.greenlet.dead
+
+
+def light_thread(target, name="thread", daemon=True):
+    """A daemon thread for a socket (simple-websocket's thread_class): a greenlet under
+    gevent (the gunicorn worker), a real thread otherwise (the development server)."""
+    from gevent import monkey
+
+    if monkey.is_module_patched("threading"):
+        return Greenlet(target, name)
+    return threading.Thread(target=target, name=name, daemon=daemon)
+
+
+@prebuilt
+def _greeting_statement():
+    """The active user's favorites (one row each, or one row of NULL) and their newest
+    stored event id: one query, one snapshot."""
+    latest = (sa.select(sa.func.max(FeedEvent.id))
+              .where(FeedEvent.user_id == sa.bindparam("user")).scalar_subquery())
+    return (sa.select(latest.label("latest"), Favorite.listener_id).select_from(User)
+            .outerjoin(Favorite, Favorite.user_id == User.id)
+            .where(User.id == sa.bindparam("user"), User.is_active == sa.true()))
+
+
+def greeting_data(user_id):
+    """(listener ids the user has favorited, id of their newest stored event or None),
+    or None when the account is not active."""
+    rows = read(_greeting_statement(), {"user": user_id})
+    if not rows:
+        return None
+    return {listener for _, listener in rows if listener is not None}, rows[0][0]
+
+
+@dataclass
+class Registered:
+    """A socket registered in the hub before its upgrade, and what its greeting says."""
+
+    connection: Connection
+    latest: int | None
+
+
+def register(realtime, config, user_id, expires_at):
+    """Register a socket of this user in the hub, then read its greeting; None (and not
+    registered) when the account is not active; 503 once this process is stopping.
+
+    Registered before anything is read, so nothing published meanwhile is missed: an
+    event committed after the read is delivered live, one committed before it is within
+    last_event_id (and in the replay); the writer drops live copies of replayed events."""
+    realtime.listen()
+    connection = Connection(None, user_id, config["FEED_MAX_QUEUED"], expires_at)
+    hub = realtime.hub
+    hub.add(connection)
+    try:
+        if realtime.closing:  # after add: shut_down's close_all missed it, or closes it
+            raise APIError(503, "Service restarting, connect again",
+                           headers={"Retry-After": "1"})
+        data = greeting_data(user_id)
+    except BaseException:
+        hub.remove(connection)
+        raise
+    if data is None:
+        hub.remove(connection)
+        return None
+    hub.set_watched(connection, favorites=data[0])
+    return Registered(connection, data[1])
 
 
 class FeedSession:
-    """Serves one authenticated feed socket."""
+    """Serves one authenticated feed socket, registered before its upgrade."""
 
-    def __init__(self, ws, user_id, since, realtime, config, expires_at=None):
+    def __init__(self, ws, registered, since, realtime, config):
         ws.sock = BoundedSocket(ws.sock, config["FEED_SEND_TIMEOUT_SECONDS"])
         self.ws = ws
-        self.connection = Connection(ws, user_id, config["FEED_MAX_QUEUED"], expires_at)
+        self.connection = registered.connection
+        self.connection.ws = ws
+        self.latest = registered.latest
         inbox.install(ws, config["FEED_MESSAGES_PER_SECOND"], config["FEED_MESSAGE_BURST"],
                       lambda reason: self.connection.close(1008, reason))
         self.since = since
@@ -90,31 +175,14 @@ class FeedSession:
     def run(self):
         """Greet, replay, then serve until the socket closes."""
         connection, hub = self.connection, self.realtime.hub
-        self.realtime.listen()
-        connection.favorites = set(favorite_listener_ids(connection.user_id))
-        # Registered before the replay is read, so nothing published meanwhile is missed;
-        # the writer drops live copies of events the replay already sent.
-        hub.add(connection)
         try:
-            # The cursor a client that came without `since` resumes from after a drop.
-            latest = latest_event_id(connection.user_id)
-            greeting = {"user_id": connection.user_id, "last_event_id": latest}
-            since = self.since
-            if since is not None and since > (latest or 0):
-                # A cursor from the future (a restored database): unknown here. Say so,
-                # and deliver live events from now on instead of dropping them.
-                greeting["cursor_reset"] = True
-                since = None
-            connection.send_now(message("connection_established", greeting))
-            if since is not None:
-                connection.last_replayed_id = since
-                for event in stored_events(connection.user_id, since):
-                    connection.send_now(event.envelope())
-                    connection.last_replayed_id = event.id
+            try:
+                self.greet()
+            except (OSError, ConnectionClosed):  # the client left (or stalled) already
+                return
             db.session.close()  # hold no database connection while idle
-            writer = threading.Thread(target=connection.write_loop, daemon=True,
-                                      name=f"saathii-feed-writer-{connection.user_id}")
-            writer.start()
+            light_thread(connection.write_loop, f"saathii-feed-writer-{connection.user_id}"
+                         ).start()
             while not connection.closed:
                 raw = self.ws.receive()
                 if raw is None:
@@ -124,6 +192,29 @@ class FeedSession:
             hub.remove(connection)
             connection.close()
             db.session.remove()
+
+    def greet(self):
+        """Send the greeting, then what the client missed since its cursor."""
+        connection = self.connection
+        # The cursor a client that came without `since` resumes from after a drop.
+        latest = self.latest
+        greeting = {"user_id": connection.user_id, "last_event_id": latest}
+        since = self.since
+        if since is not None and since > (latest or 0):
+            # A cursor from the future (a restored database): unknown here. Say so,
+            # and deliver live events from now on instead of dropping them.
+            greeting["cursor_reset"] = True
+            since = None
+        connection.send_now(message("connection_established", greeting))
+        if since is not None:
+            connection.last_replayed_id = since
+            # Nothing newer than last_event_id was stored when it was read: anything
+            # since then arrives live, so an up-to-date client costs no query.
+            missed = stored_events(connection.user_id, since) if since < (latest or 0) \
+                else ()
+            for event in missed:
+                connection.send_now(event.envelope())
+                connection.last_replayed_id = event.id
 
     def handle(self, raw):
         """Answer one client message."""
