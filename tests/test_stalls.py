@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 
 from .conftest import rest
 from .proxy import TcpProxy
+from .test_feed import upgrade
 from .test_multiprocess import open_feed
 
 UNAVAILABLE = {"detail": "Service temporarily unavailable, try again shortly"}
@@ -101,6 +102,8 @@ def test_a_database_that_stalls_or_goes_gets_503_then_recovers(
     proxy.pause() if outage == "stall" else proxy.cut()
     results = in_parallel([(server, *request) for request in requests])
     assert results == [(503, UNAVAILABLE, "5")] * len(requests), results
+    status, body = upgrade(server, f"/ws/feed?token={customer.token}")  # a new socket
+    assert (status, json.loads(body)) == (503, UNAVAILABLE)
     proxy.heal()
     assert until_ok(server, listener)["is_online"] is True
     for method, path, account, body in requests:

@@ -12,6 +12,7 @@ from simple_websocket import ConnectionClosed
 
 from .. import limits, metrics
 from ..auth import active_caller
+from ..deadline import DeadlineExceeded, deadline
 from ..domain import prebuilt, presence, read
 from ..events import stored_events
 from ..extensions import db
@@ -147,7 +148,8 @@ def register(realtime, config, user_id, expires_at):
         if realtime.closing:  # after add: shut_down's close_all missed it, or closes it
             raise APIError(503, "Service restarting, connect again",
                            headers={"Retry-After": "1"})
-        data = greeting_data(user_id)
+        with deadline(config["REQUEST_TIMEOUT_SECONDS"], "feed greeting"):
+            data = greeting_data(user_id)  # a stalled database: 503, not a hang
     except BaseException:
         hub.remove(connection)
         raise
@@ -171,6 +173,7 @@ class FeedSession:
                       lambda reason: self.connection.close(1008, reason))
         self.since = since
         self.realtime = realtime
+        self.timeout = config["REQUEST_TIMEOUT_SECONDS"]
 
     def run(self):
         """Greet, replay, then serve until the socket closes."""
@@ -179,6 +182,9 @@ class FeedSession:
             try:
                 self.greet()
             except (OSError, ConnectionClosed):  # the client left (or stalled) already
+                return
+            except DeadlineExceeded:  # the database stalls: come back later
+                self.ws.close(1013, "Try again later")
                 return
             db.session.close()  # hold no database connection while idle
             light_thread(connection.write_loop, f"saathii-feed-writer-{connection.user_id}"
@@ -210,8 +216,9 @@ class FeedSession:
             connection.last_replayed_id = since
             # Nothing newer than last_event_id was stored when it was read: anything
             # since then arrives live, so an up-to-date client costs no query.
-            missed = stored_events(connection.user_id, since) if since < (latest or 0) \
-                else ()
+            with deadline(self.timeout, "feed replay"):
+                missed = stored_events(connection.user_id, since) \
+                    if since < (latest or 0) else ()
             for event in missed:
                 connection.send_now(event.envelope())
                 connection.last_replayed_id = event.id
@@ -247,14 +254,15 @@ class FeedSession:
         if not limits.spend("RATELIMIT_HEARTBEAT", "heartbeat", user_id):
             return
         try:
-            if presence.beat(user_id):
-                return
-            if active_caller(user_id) is None:
-                self.connection.close(1008, "Account deactivated")
-                return
-            presence.heartbeat(user_id)
-            db.session.commit()
-        except (sa.exc.SQLAlchemyError, APIError):
+            with deadline(self.timeout, "feed ping"):  # a stalled database: no hang
+                if presence.beat(user_id):
+                    return
+                if active_caller(user_id) is None:
+                    self.connection.close(1008, "Account deactivated")
+                    return
+                presence.heartbeat(user_id)
+                db.session.commit()
+        except (sa.exc.SQLAlchemyError, APIError, DeadlineExceeded):
             db.session.rollback()
             log.warning("feed ping could not record a heartbeat for user %s", user_id,
                         exc_info=True)
