@@ -33,6 +33,11 @@ def _ms(us):
     return f"{us / 1000:.1f} ms" if us >= 1000 else f"{us / 1000:.2f} ms"
 
 
+def args_duration(result):
+    """The -d of a wrk run, in seconds."""
+    return round(result["duration_us"] / 1e6)
+
+
 def http_table(results, floor_rps):
     """The scenario | req/s | p50 | p99 | ratio | target | met? table."""
     rows = ["| scenario | req/s | p50 | p99 | ratio | target | met? |",
@@ -62,7 +67,10 @@ def http_table(results, floor_rps):
             rps_text += f" ({rps / 2:,.0f} pairs/s)"
         elif scenario.script == "once.lua":
             rps_text += (f" ({result['received']:,} users in "
-                         f"{result['span_us'] / 1e6:.2f} s)")
+                         f"{result['span_us'] / 1e6:.2f} s"
+                         + ("" if result["received"] == result["expected"] else
+                            f"; {result['expected'] - result['received']:,} not served "
+                            f"in the {args_duration(result)} s run") + ")")
         rows.append(f"| {scenario.title} | {rps_text} | {_ms(result['p50_us'])} | "
                     f"{_ms(result['p99_us'])} | {ratio} | {target} | {met} |")
     return rows

@@ -2,7 +2,8 @@
 --   METHOD<TAB>PATH<TAB>TOKEN<TAB>BODY      (TOKEN and BODY may be empty)
 -- Each thread takes its own slice of the lines; a connection with nothing left to send
 -- waits out the run. The throughput is the requests over the time from the first send
--- to the last answer (wrk's own duration is the -d it was given, however soon this ends).
+-- to the last answer (wrk's own duration is the -d it was given, however soon this ends);
+-- a run that -d cuts short counts what was answered by then.
 -- Usage: wrk -t2 -c32 -d15s --latency -s once.lua URL -- requests.tsv 2
 local common = dofile(debug.getinfo(1, "S").source:sub(2):match("(.*/)") .. "common.lua")
 local ffi = require("ffi")
@@ -27,7 +28,7 @@ end
 
 local requests
 -- Globals, read by done() through thread:get().
-sent, received, expected, first_us, last_us = 0, 0, 0, 0, 0
+scheduled, sent, received, expected, first_us, last_us = 0, 0, 0, 0, 0, 0
 
 function init(args)
   local all = {}
@@ -44,35 +45,41 @@ function init(args)
   expected = #requests
 end
 
+-- wrk asks delay() before each request() of a connection: the first `expected` asks
+-- get to send at once, every later one idles until the run ends.
 function delay()
-  if sent < expected then return 0 end
-  return 3600 * 1000  -- nothing left to send: this connection idles until the run ends
+  if scheduled < expected then
+    scheduled = scheduled + 1
+    return 0
+  end
+  return 3600 * 1000
 end
 
 function request()
+  -- wrk calls request() once on the first thread to check the script, before any delay()
+  -- and without sending it: that call must not use up a request.
+  if scheduled == 0 then return requests[1] end
   if first_us == 0 then first_us = now_us() end
   sent = sent + 1
-  return requests[math.min(sent, expected)]
+  return requests[sent]
 end
 
 function response(status, headers, body)
   received = received + 1
-  if received == expected then
-    last_us = now_us()
-    wrk.thread:stop()
-  end
+  last_us = now_us()
+  if received == expected then wrk.thread:stop() end
 end
 
 function done(summary, latency, _)
-  local first, last, got, wanted, finished = nil, 0, 0, 0, true
+  local first, last, got, wanted = nil, 0, 0, 0
   for _, thread in ipairs(threads) do
     local started, ended = thread:get("first_us"), thread:get("last_us")
     got = got + thread:get("received")
     wanted = wanted + thread:get("expected")
     if started > 0 and (first == nil or started < first) then first = started end
-    if ended == 0 then finished = false elseif ended > last then last = ended end
+    if ended > last then last = ended end
   end
-  local span = (finished and first) and (last - first) or 0
+  local span = first and (last - first) or 0
   common.done(summary, latency, nil, string.format(
     '"span_us": %d, "received": %d, "expected": %d', span, got, wanted))
 end
