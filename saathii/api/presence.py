@@ -43,12 +43,12 @@ def heartbeat():
 
 @bp.put("/both/status/me")
 @bp.put("/users/me/status")
+@checks_user_itself
 def update_my_status():
     """Change the caller's online, busy or wait_time state."""
-    changes = json_body(status_update_schema)
-    status = presence.update_status(current_user().id, changes)
-    db.session.commit()
-    return status_schema.dump(status)
+    changes = parsed(json_body, status_update_schema)
+    parsed(presence.check_update, changes)
+    return status_schema.dump(presence.commit_status_update(g.user_id, changes))
 
 
 @bp.get("/users/<user_id>/presence")

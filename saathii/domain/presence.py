@@ -1,12 +1,15 @@
 """Presence: who is online, busy or available, and the one place that changes it."""
+from functools import partial
+
 import sqlalchemy as sa
 from sqlalchemy.orm import aliased, joinedload
 from sqlalchemy.orm.exc import StaleDataError
 
+from ..auth import Caller
 from ..clock import clock, isoformat
 from ..errors import APIError, bad_request, not_found, unauthorized
 from ..fields import is_id
-from ..events import Event, emit
+from ..events import Event, emit, transaction
 from ..extensions import db
 from ..models import User, UserStatus
 from . import beats, in_ids, prebuilt, read
@@ -47,9 +50,20 @@ def _event_type(status, was_online, was_busy):
 def change_status(status, is_online=None, is_busy=None, wait_time=..., seen=False):
     """Apply a presence change, keep its rules, and emit one event if the state changed.
 
-    Every change of presence, from any source, goes through here.
+    Every change of presence, from any source, goes through here (or, for writers that
+    change many users at once in a transaction of their own, through changed_status).
     """
-    now = clock.now()
+    event = changed_status(status, is_online, is_busy, wait_time, seen)
+    if event is not None:
+        emit(event)
+    return status
+
+
+def changed_status(status, is_online=None, is_busy=None, wait_time=..., seen=False,
+                   now=None):
+    """Apply a presence change to a status (a row, or a Status) and keep its rules;
+    return the one event it makes, or None if the state did not change."""
+    now = now or clock.now()
     before = (status.is_online, status.is_busy, status.wait_time)
     online = status.is_online if is_online is None else is_online
     busy = status.is_busy if is_busy is None else is_busy
@@ -67,11 +81,39 @@ def change_status(status, is_online=None, is_busy=None, wait_time=..., seen=Fals
         status.last_seen = now
     if (online, busy, wait) != before:
         status.updated_at = now
-        emit(Event(_event_type(status, before[0], before[1]), presence_of(status),
-                   subject_id=status.user_id, timestamp=now))
-    elif seen:
+        return Event(_event_type(status, before[0], before[1]), presence_of(status),
+                     subject_id=status.user_id, timestamp=now)
+    if seen:
         status.updated_at = now
-    return status
+    return None
+
+
+class Status:
+    """A status row read as plain values by a batched writer, changed by changed_status."""
+
+    __slots__ = ("user_id", "is_online", "is_busy", "wait_time", "busy_since", "last_seen",
+                 "created_at", "updated_at", "version", "user")
+
+    def __init__(self, user_id, is_online, is_busy, wait_time, busy_since, last_seen,
+                 created_at, updated_at, version, username, role):
+        self.user_id, self.is_online, self.is_busy = user_id, is_online, is_busy
+        self.wait_time, self.busy_since, self.last_seen = wait_time, busy_since, last_seen
+        self.created_at, self.updated_at, self.version = created_at, updated_at, version
+        self.user = Caller(user_id, username, role)
+
+    def values(self):
+        """What status_schema shows of it."""
+        return {"user_id": self.user_id, "is_online": self.is_online,
+                "is_busy": self.is_busy, "wait_time": self.wait_time,
+                "last_seen": self.last_seen, "created_at": self.created_at,
+                "updated_at": self.updated_at}
+
+
+def arrival(user_id, username, role, created_at, now):
+    """The event of an offline user's beat that brought them online (see beats)."""
+    status = Status(user_id, False, False, None, None, None, created_at, None, None,
+                    username, role)
+    return changed_status(status, is_online=True, seen=True, now=now)
 
 
 def heartbeat(user_id):
@@ -87,8 +129,8 @@ def beat(user_id):
     return beats.batcher().beat(user_id)
 
 
-def update_status(user_id, changes):
-    """Apply a client's status update (any of is_online, is_busy, wait_time)."""
+def check_update(changes):
+    """Refuse a status update that is empty or contradicts itself (400)."""
     if not changes:
         raise bad_request("No status fields to update")
     is_online, is_busy = changes.get("is_online"), changes.get("is_busy")
@@ -97,10 +139,30 @@ def update_status(user_id, changes):
         raise bad_request("A user who is offline cannot be busy")
     if changes.get("wait_time") is not None and (is_busy is False or is_online is False):
         raise bad_request(WAIT_TIME_NEEDS_BUSY)
+
+
+def update_status(user_id, changes):
+    """Apply a client's status update (any of is_online, is_busy, wait_time) in the
+    session's transaction (the caller commits)."""
+    check_update(changes)
     return _apply(user_id, lambda status: _update(status, changes))
 
 
-def _update(status, changes):
+def commit_status_update(user_id, changes):
+    """Apply a client's status update and commit it; return the new status (401 if the
+    account is gone). Written with the updates of other users that arrive meanwhile,
+    in one transaction (see write_updates)."""
+    check_update(changes)
+    found = beats.status_batcher().submit((user_id, changes))
+    if found is None:  # no status row yet, or no active account
+        if not _is_active(user_id):
+            raise unauthorized()
+        found = update_status(user_id, changes)
+        db.session.commit()
+    return found
+
+
+def _update(status, changes, change=change_status):
     is_online, is_busy = changes.get("is_online"), changes.get("is_busy")
     if is_busy and is_online is None:
         is_online = True  # going busy means being in the app
@@ -109,8 +171,98 @@ def _update(status, changes):
     if changes.get("wait_time") is not None and not stays_busy:
         # A fine request, but not for a user who is not busy now.
         raise APIError(409, WAIT_TIME_NEEDS_BUSY)
-    return change_status(status, is_online=is_online, is_busy=is_busy,
-                         wait_time=changes.get("wait_time", ...), seen=True)
+    return change(status, is_online=is_online, is_busy=is_busy,
+                  wait_time=changes.get("wait_time", ...), seen=True)
+
+
+@prebuilt
+def _locked_statuses():
+    """The status rows of the active users among :ids, locked until the commit (in id
+    order, as every batch locks them)."""
+    return (
+        sa.select(UserStatus.user_id, UserStatus.is_online, UserStatus.is_busy,
+                  UserStatus.wait_time, UserStatus.busy_since, UserStatus.last_seen,
+                  UserStatus.created_at, UserStatus.updated_at, UserStatus.version,
+                  User.username, User.role)
+        .join(User, User.id == UserStatus.user_id)
+        .where(in_ids(UserStatus.user_id, "ids"), User.is_active == sa.true())
+        .order_by(UserStatus.user_id)
+        .with_for_update(of=UserStatus)
+    )
+
+
+@prebuilt
+def _write_status():
+    """One user's new status, if its version is still the one read (the sweeper and
+    every other writer check and move it too)."""
+    value = {name: sa.bindparam(f"new_{name}", type_=getattr(UserStatus, name).type)
+             for name in ("is_online", "is_busy", "wait_time", "busy_since", "last_seen",
+                          "updated_at")}
+    return (
+        sa.update(UserStatus)
+        .where(UserStatus.user_id == sa.bindparam("id"),
+               UserStatus.version == sa.bindparam("read_version"))
+        .values(**value, version=UserStatus.version + 1)
+    )
+
+
+class _Stale(Exception):
+    """A row's version moved between the read and the write: the batch is redone."""
+
+
+def write_updates(items):
+    """Apply (user id, changes) status updates of many users in one transaction: their
+    rows read and locked in one statement, each update applied in turn by the rules of
+    changed_status (one event per real change), the changed rows written in one
+    executemany, one commit. Per item: the new status values, the error refusing it, or
+    None when the user has no status row or no active account."""
+    for _attempt in range(MAX_ATTEMPTS):
+        try:
+            return _write_updates(items)
+        except _Stale:
+            pass  # another writer got there first: rolled back, read afresh and redone
+    raise APIError(409, "The status changed concurrently; try again")
+
+
+def _write_updates(items):
+    now = clock.now()
+    with transaction() as (connection, events):
+        rows = connection.execute(_locked_statuses(),
+                                  {"ids": sorted({user_id for user_id, _ in items})})
+        found = {row[0]: Status(*row) for row in rows}
+        results, changed = [], {}
+        for user_id, changes in items:
+            status = found.get(user_id)
+            if status is None:
+                results.append(None)
+                continue
+            try:
+                event = _update(status, changes, partial(changed_status, now=now))
+            except APIError as err:
+                results.append(err)
+                continue
+            if event is not None:
+                events.append(event)
+            changed[user_id] = status
+            results.append(status.values())
+        if changed and not _written(connection, changed.values()):
+            raise _Stale()
+    return results
+
+
+def _written(connection, statuses):
+    params = [{"id": s.user_id, "read_version": s.version, "new_is_online": s.is_online,
+               "new_is_busy": s.is_busy, "new_wait_time": s.wait_time,
+               "new_busy_since": s.busy_since, "new_last_seen": s.last_seen,
+               "new_updated_at": s.updated_at} for s in statuses]
+    result = connection.execute(_write_status(), params)
+    return not connection.dialect.supports_sane_multi_rowcount \
+        or result.rowcount == len(params)
+
+
+def _is_active(user_id):
+    user = db.session.get(User, user_id)
+    return user is not None and user.is_active
 
 
 def _apply(user_id, change):
