@@ -16,10 +16,11 @@ from ..clock import clock
 from ..errors import unavailable
 from ..events import transaction
 from ..models import User, UserStatus
-from . import in_ids, prebuilt, presence
+from . import favorites, in_ids, prebuilt, presence
 
 KEY = "saathii_beats"
 STATUS_KEY = "saathii_status_updates"
+FAVORITES_KEY = "saathii_favorite_changes"
 WAIT_SECONDS = 60  # a safety net: a batch commits or fails long before this
 
 
@@ -178,17 +179,22 @@ def write_beats(user_ids):
 
 def batcher():
     """The app's heartbeat batcher."""
+    return _batcher(KEY, lambda: BeatBatcher(write_beats))
+
+
+def _batcher(key, make):
     extensions = current_app.extensions
-    found = extensions.get(KEY)
+    found = extensions.get(key)
     if found is None:
-        found = extensions.setdefault(KEY, BeatBatcher(write_beats))
+        found = extensions.setdefault(key, make())
     return found
 
 
 def status_batcher():
     """The app's batcher of status updates (see presence.write_updates)."""
-    extensions = current_app.extensions
-    found = extensions.get(STATUS_KEY)
-    if found is None:
-        found = extensions.setdefault(STATUS_KEY, Batcher(presence.write_updates))
-    return found
+    return _batcher(STATUS_KEY, lambda: Batcher(presence.write_updates))
+
+
+def favorites_batcher():
+    """The app's batcher of favorite changes (see favorites.write_changes)."""
+    return _batcher(FAVORITES_KEY, lambda: Batcher(favorites.write_changes))

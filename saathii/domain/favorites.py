@@ -7,11 +7,11 @@ from flask import current_app
 from sqlalchemy.orm import aliased
 
 from ..clock import clock, isoformat
-from ..errors import bad_request, not_found, unauthorized
-from ..events import Event, emit
+from ..errors import APIError, bad_request, not_found, unauthorized
+from ..events import Event, emit, store_events, transaction
 from ..extensions import db
 from ..models import Favorite, User, UserStatus
-from . import prebuilt, read, upsert
+from . import beats, in_ids, prebuilt, read, upsert
 
 
 
@@ -36,15 +36,25 @@ def _two_users():
         User.id.in_([sa.bindparam("caller"), sa.bindparam("listener")]))
 
 
-def _caller_and_user(caller_id, user_id):
-    """The caller (401 if their account is gone) and another user (or None), in one
-    query: a change to favorites checks the caller's account itself."""
-    found = {row.id: row for row in _core().execute(
-        _two_users(), {"caller": caller_id, "listener": user_id})}
-    caller = found.get(caller_id)
+ADDED, REMOVED = "added", "removed"
+
+
+def _checked(kind, users, caller_id, listener_id):
+    """The rules of a change, on the accounts read for it: (caller, listener) or the
+    error refusing it. 401 if the caller's account is gone; adding needs an active
+    listener other than the caller (400, 404); removing, any user that exists (404)."""
+    caller = users.get(caller_id)
     if caller is None or not caller.is_active:
         raise unauthorized()
-    return caller, found.get(user_id)
+    listener = users.get(listener_id)
+    if kind == ADDED:
+        if listener_id == caller_id:
+            raise bad_request("Cannot favorite yourself")
+        if listener is None or listener.role != "listener" or not listener.is_active:
+            raise not_found("Listener not found")
+    elif listener is None:
+        raise not_found("Listener not found")
+    return caller, listener
 
 
 @prebuilt
@@ -58,14 +68,14 @@ def _changed(caller):
     _core().execute(_bump_version(), {"caller": caller.id})
 
 
-def _favorite_event(kind, user, listener_id):
-    emit(Event(
+def _favorite_event(kind, user, listener_id, now=None):
+    return Event(
         type=f"favorite_{kind}",
         data={"user_id": user.id, "username": user.username,
-              "action": f"{kind}_you_to_favorites" if kind == "added"
+              "action": f"{kind}_you_to_favorites" if kind == ADDED
               else f"{kind}_you_from_favorites"},
-        subject_id=listener_id,
-    ), store=True)
+        subject_id=listener_id, timestamp=now or clock.now(),
+    )
 
 
 @prebuilt
@@ -85,34 +95,87 @@ def _delete_favorite():
                                      Favorite.listener_id == sa.bindparam("listener"))
 
 
-def add_favorite(caller_id, listener_id):
-    """Favorite a listener; return (listener, created). Idempotent. 401 if the caller's
-    account is gone."""
-    caller, listener = _caller_and_user(caller_id, listener_id)
-    if listener_id == caller_id:
-        raise bad_request("Cannot favorite yourself")
-    if listener is None or listener.role != "listener" or not listener.is_active:
-        raise not_found("Listener not found")
-    created = _core().execute(_insert_favorite(), {
-        "caller": caller_id, "listener": listener_id, "now": clock.now()}).scalar()
-    if created is not None:
+def _write(connection, kind, caller_id, listener_id, now):
+    """Add or remove one favorite; whether it changed anything."""
+    if kind == ADDED:
+        return connection.execute(_insert_favorite(), {
+            "caller": caller_id, "listener": listener_id, "now": now}).scalar() is not None
+    return connection.execute(_delete_favorite(), {
+        "caller": caller_id, "listener": listener_id}).rowcount > 0
+
+
+def _change(kind, caller_id, listener_id):
+    # The caller and the listener in one query: a change to favorites checks the
+    # caller's account itself.
+    users = {row.id: row for row in _core().execute(
+        _two_users(), {"caller": caller_id, "listener": listener_id})}
+    caller, listener = _checked(kind, users, caller_id, listener_id)
+    changed = _write(_core(), kind, caller_id, listener_id, clock.now())
+    if changed:
         _changed(caller)
-        _favorite_event("added", caller, listener_id)
-    return listener, created is not None
+        emit(_favorite_event(kind, caller, listener_id), store=True)
+    return listener, changed
+
+
+def add_favorite(caller_id, listener_id):
+    """Favorite a listener in the session's transaction; return (listener, created).
+    Idempotent. 401 if the caller's account is gone."""
+    return _change(ADDED, caller_id, listener_id)
 
 
 def remove_favorite(caller_id, listener_id):
-    """Unfavorite a user; return (listener, removed). Idempotent. 401 if the caller's
-    account is gone."""
-    caller, listener = _caller_and_user(caller_id, listener_id)
-    if listener is None:
-        raise not_found("Listener not found")
-    removed = _core().execute(_delete_favorite(), {
-        "caller": caller_id, "listener": listener_id}).rowcount > 0
-    if removed:
-        _changed(caller)
-        _favorite_event("removed", caller, listener_id)
-    return listener, removed
+    """Unfavorite a user in the session's transaction; return (listener, removed).
+    Idempotent. 401 if the caller's account is gone."""
+    return _change(REMOVED, caller_id, listener_id)
+
+
+def commit_change(kind, caller_id, listener_id):
+    """Add (ADDED) or remove (REMOVED) a favorite and commit it; return (listener,
+    changed). Written with the changes that arrive meanwhile, in one transaction (see
+    write_changes)."""
+    return beats.favorites_batcher().submit((kind, caller_id, listener_id))
+
+
+@prebuilt
+def _accounts():
+    return sa.select(User.id, User.username, User.role, User.is_active).where(
+        in_ids(User.id, "ids"))
+
+
+@prebuilt
+def _bump_versions():
+    return (sa.update(User).where(in_ids(User.id, "ids"))
+            .values(favorites_version=User.favorites_version + 1))
+
+
+def write_changes(items):
+    """Apply (kind, caller id, listener id) favorite changes of many users in one
+    transaction: the accounts read in one statement, each change checked by the same
+    rules and written in turn, the changed callers' versions moved in one statement,
+    their events stored in one statement, one commit. Per item: (listener, changed) or
+    the error refusing it."""
+    now = clock.now()
+    with transaction() as (connection, events):
+        ids = {user_id for _, caller_id, listener_id in items
+               for user_id in (caller_id, listener_id)}
+        users = {row.id: row for row in connection.execute(_accounts(),
+                                                           {"ids": sorted(ids)})}
+        results, callers = [], set()
+        for kind, caller_id, listener_id in items:
+            try:
+                caller, listener = _checked(kind, users, caller_id, listener_id)
+            except APIError as err:
+                results.append(err)
+                continue
+            changed = _write(connection, kind, caller_id, listener_id, now)
+            if changed:
+                callers.add(caller_id)
+                events.append(_favorite_event(kind, caller, listener_id, now))
+            results.append((listener, changed))
+        if callers:
+            connection.execute(_bump_versions(), {"ids": sorted(callers)})
+        store_events(connection, events)
+    return results
 
 
 def is_favorited(user, listener_id):
