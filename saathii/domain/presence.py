@@ -175,10 +175,8 @@ def _update(status, changes, change=change_status):
                   wait_time=changes.get("wait_time", ...), seen=True)
 
 
-@prebuilt
-def _locked_statuses():
-    """The status rows of the active users among :ids, locked until the commit (in id
-    order, as every batch locks them)."""
+def _statuses_read():
+    """The status rows of the active users among :ids, in id order."""
     return (
         sa.select(UserStatus.user_id, UserStatus.is_online, UserStatus.is_busy,
                   UserStatus.wait_time, UserStatus.busy_since, UserStatus.last_seen,
@@ -187,8 +185,14 @@ def _locked_statuses():
         .join(User, User.id == UserStatus.user_id)
         .where(in_ids(UserStatus.user_id, "ids"), User.is_active == sa.true())
         .order_by(UserStatus.user_id)
-        .with_for_update(of=UserStatus)
     )
+
+
+@prebuilt
+def _locked_statuses():
+    """_statuses_read, the rows locked until the commit (in id order, as every batch
+    locks them)."""
+    return _statuses_read().with_for_update(of=UserStatus)
 
 
 @prebuilt
