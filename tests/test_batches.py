@@ -53,6 +53,9 @@ def test_status_updates_of_many_users_in_one_batch(app, client, make_user, event
     assert status_row(app, first.id)[:3] == (True, False, None)
     assert status_row(app, second.id)[:3] == (True, True, None)
     assert status_row(app, gone.id)[:2] == (False, False)
+    with app.app_context():  # stored as UTC, whatever the database session's time zone
+        row = db.session.get(UserStatus, second.id)
+        assert row.last_seen == row.busy_since == row.updated_at == clock.now()
 
 
 def test_a_failed_status_batch_changes_nothing_and_announces_nothing(

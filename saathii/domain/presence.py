@@ -1,4 +1,5 @@
 """Presence: who is online, busy or available, and the one place that changes it."""
+from datetime import timezone
 from functools import partial
 
 import sqlalchemy as sa
@@ -254,7 +255,39 @@ def _write_updates(items):
     return results
 
 
+# PostgreSQL writes a batch's rows in one statement, from arrays (executemany would
+# send, and run, one UPDATE per row); the version check is the same. Timestamps are
+# naive UTC, as the models store them.
+_WRITE_STATUSES = sa.text("""
+UPDATE user_status AS s SET is_online = v.is_online, is_busy = v.is_busy,
+  wait_time = v.wait_time, busy_since = v.busy_since, last_seen = v.last_seen,
+  updated_at = v.updated_at, version = s.version + 1
+FROM unnest(CAST(:ids AS bigint[]), CAST(:versions AS integer[]),
+  CAST(:online AS boolean[]), CAST(:busy AS boolean[]), CAST(:wait AS integer[]),
+  CAST(:since AS timestamp[]), CAST(:seen AS timestamp[]), CAST(:updated AS timestamp[]))
+  AS v(user_id, read_version, is_online, is_busy, wait_time, busy_since, last_seen,
+       updated_at)
+WHERE s.user_id = v.user_id AND s.version = v.read_version
+""")
+
+
+def _naive(value):
+    return value if value is None or value.tzinfo is None else \
+        value.astimezone(timezone.utc).replace(tzinfo=None)
+
+
 def _written(connection, statuses):
+    """Write the changed rows; whether every one still had the version read."""
+    statuses = list(statuses)
+    if connection.dialect.name == "postgresql":
+        result = connection.execute(_WRITE_STATUSES, {
+            "ids": [s.user_id for s in statuses], "versions": [s.version for s in statuses],
+            "online": [s.is_online for s in statuses], "busy": [s.is_busy for s in statuses],
+            "wait": [s.wait_time for s in statuses],
+            "since": [_naive(s.busy_since) for s in statuses],
+            "seen": [_naive(s.last_seen) for s in statuses],
+            "updated": [_naive(s.updated_at) for s in statuses]})
+        return result.rowcount == len(statuses)
     params = [{"id": s.user_id, "read_version": s.version, "new_is_online": s.is_online,
                "new_is_busy": s.is_busy, "new_wait_time": s.wait_time,
                "new_busy_since": s.busy_since, "new_last_seen": s.last_seen,
