@@ -1,5 +1,4 @@
 """Presence: who is online, busy or available, and the one place that changes it."""
-from datetime import timezone
 from functools import partial
 
 import sqlalchemy as sa
@@ -10,7 +9,7 @@ from ..auth import Caller
 from ..clock import clock, isoformat
 from ..errors import APIError, bad_request, not_found, unauthorized
 from ..fields import is_id
-from ..events import Event, emit, transaction
+from ..events import Event, emit, naive_utc, transaction
 from ..extensions import db
 from ..models import User, UserStatus
 from . import beats, in_ids, prebuilt, read
@@ -271,11 +270,6 @@ WHERE s.user_id = v.user_id AND s.version = v.read_version
 """)
 
 
-def _naive(value):
-    return value if value is None or value.tzinfo is None else \
-        value.astimezone(timezone.utc).replace(tzinfo=None)
-
-
 def _written(connection, statuses):
     """Write the changed rows; whether every one still had the version read."""
     statuses = list(statuses)
@@ -284,9 +278,9 @@ def _written(connection, statuses):
             "ids": [s.user_id for s in statuses], "versions": [s.version for s in statuses],
             "online": [s.is_online for s in statuses], "busy": [s.is_busy for s in statuses],
             "wait": [s.wait_time for s in statuses],
-            "since": [_naive(s.busy_since) for s in statuses],
-            "seen": [_naive(s.last_seen) for s in statuses],
-            "updated": [_naive(s.updated_at) for s in statuses]})
+            "since": [naive_utc(s.busy_since) for s in statuses],
+            "seen": [naive_utc(s.last_seen) for s in statuses],
+            "updated": [naive_utc(s.updated_at) for s in statuses]})
         return result.rowcount == len(statuses)
     params = [{"id": s.user_id, "read_version": s.version, "new_is_online": s.is_online,
                "new_is_busy": s.is_busy, "new_wait_time": s.wait_time,
