@@ -66,8 +66,12 @@ def http_table(results, floor_rps):
         if scenario.script == "pairs.lua":
             rps_text += f" ({rps / 2:,.0f} pairs/s)"
         elif scenario.script == "once.lua":
+            runs = result.get("runs_rps", [])
             rps_text += (f" ({result['received']:,} users in "
                          f"{result['span_us'] / 1e6:.2f} s"
+                         + (f"; median of {len(runs)} runs: "
+                            + ", ".join(f"{rate:,.0f}" for rate in runs) + "/s"
+                            if len(runs) > 1 else "")
                          + ("" if result["received"] == result["expected"] else
                             f"; {result['expected'] - result['received']:,} not served "
                             f"in the {args_duration(result)} s run") + ")")
@@ -187,7 +191,8 @@ def render(run):
         f"{ARRIVAL_CONNECTIONS}`): comes_online sends one heartbeat for each listener of a "
         f"set taken offline just before (bench/lua/once.lua: each request once; its rate is "
         f"the users over the time from the first send to the last answer, warmed up with "
-        f"the heartbeat's requests); status_toggle puts online, available listeners busy "
+        f"the heartbeat's requests; run three times, each with its own users, whose tokens "
+        f"are new to the workers as after a deploy, and the median run kept); status_toggle puts online, available listeners busy "
         f"and, 256 pairs later, available again (bench/lua/pairs.lua, as add/remove). "
         f"The state is reset (and VACUUM ANALYZEd) before each measured run.", "",
         "## HTTP throughput", "",
