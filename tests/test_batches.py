@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from saathii.clock import clock, isoformat
-from saathii.domain import beats, favorites, presence
+from saathii.domain import beats, favorite_changes, favorites, status_updates
 from saathii.errors import APIError
 from saathii.events import stored_events
 from saathii.extensions import db
@@ -33,7 +33,7 @@ def test_status_updates_of_many_users_in_one_batch(app, client, make_user, event
     events.clear()
     clock.advance(5)
     with app.app_context():
-        results = presence.write_updates([
+        results = status_updates.write_updates([
             (first.id, {"is_busy": True, "wait_time": 10}),
             (second.id, {"is_busy": True}),
             (first.id, {"is_busy": False}),  # the same user again: applied in turn
@@ -67,9 +67,9 @@ def test_a_failed_status_batch_changes_nothing_and_announces_nothing(
     def broken(connection, statuses):
         raise sa.exc.OperationalError("UPDATE", {}, Exception("disk full"))
 
-    monkeypatch.setattr(presence, "_written", broken)
+    monkeypatch.setattr(status_updates, "_written", broken)
     with app.app_context(), pytest.raises(sa.exc.OperationalError):
-        presence.write_updates([(listener.id, {"is_busy": True})])
+        status_updates.write_updates([(listener.id, {"is_busy": True})])
     assert status_row(app, listener.id) == before and events == []
 
 
@@ -79,7 +79,7 @@ def test_a_status_batch_that_lost_a_race_is_redone_on_fresh_rows(
     (as the sweeper may) makes the batch roll back and run again, one event in all."""
     go_online(client, listener)
     events.clear()
-    real, calls = presence._written, []
+    real, calls = status_updates._written, []
 
     def racing(connection, statuses):
         calls.append(1)
@@ -89,12 +89,12 @@ def test_a_status_batch_that_lost_a_race_is_redone_on_fresh_rows(
                               .values(version=UserStatus.version + 1))
         return real(connection, statuses)
 
-    monkeypatch.setattr(presence, "_written", racing)
+    monkeypatch.setattr(status_updates, "_written", racing)
     # On PostgreSQL the batch's read locks the rows, so no writer gets in between: the
     # race is played with the read unlocked, against the version check alone.
-    monkeypatch.setattr(presence, "_locked_statuses", presence._statuses_read)
+    monkeypatch.setattr(status_updates, "_locked_statuses", status_updates._statuses_read)
     with app.app_context():
-        results = presence.write_updates([(listener.id, {"is_busy": True})])
+        results = status_updates.write_updates([(listener.id, {"is_busy": True})])
     assert len(calls) == 2 and results[0]["is_busy"] is True
     assert [e.type for e in events] == ["listener_busy"]
 
@@ -130,7 +130,7 @@ def test_favorite_changes_of_many_users_in_one_batch(app, make_user, events):
     a, b = customers
     one, two = listeners
     with app.app_context():
-        results = favorites.write_changes([
+        results = favorite_changes.write_changes([
             (favorites.ADDED, a.id, one.id),
             (favorites.ADDED, b.id, one.id),
             (favorites.ADDED, a.id, two.id),
@@ -156,7 +156,7 @@ def test_favorite_changes_of_many_users_in_one_batch(app, make_user, events):
 def test_a_favorite_changed_twice_in_a_batch_is_changed_in_turn(app, customer, listener,
                                                                   events):
     with app.app_context():
-        results = favorites.write_changes([
+        results = favorite_changes.write_changes([
             (favorites.ADDED, customer.id, listener.id),
             (favorites.REMOVED, customer.id, listener.id),
             (favorites.ADDED, customer.id, listener.id),
@@ -172,8 +172,9 @@ def test_a_favorite_batch_of_a_gone_caller_is_refused_with_401(app, customer, li
     with app.app_context():
         db.session.get(User, customer.id).is_active = False
         db.session.commit()
-        results = favorites.write_changes([(favorites.ADDED, customer.id, listener.id),
-                                           (favorites.REMOVED, customer.id, listener.id)])
+        results = favorite_changes.write_changes([
+            (favorites.ADDED, customer.id, listener.id),
+            (favorites.REMOVED, customer.id, listener.id)])
     assert [r.status for r in results] == [401, 401]
 
 
@@ -182,9 +183,9 @@ def test_a_failed_favorite_batch_stores_and_announces_nothing(app, customer, lis
     def broken(connection, batch):
         raise sa.exc.OperationalError("INSERT", {}, Exception("disk full"))
 
-    monkeypatch.setattr(favorites, "store_events", broken)
+    monkeypatch.setattr(favorite_changes, "store_events", broken)
     with app.app_context(), pytest.raises(sa.exc.OperationalError):
-        favorites.write_changes([(favorites.ADDED, customer.id, listener.id)])
+        favorite_changes.write_changes([(favorites.ADDED, customer.id, listener.id)])
     assert events == []
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Favorite)) == 0

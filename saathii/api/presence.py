@@ -6,7 +6,7 @@ under /users/me. Both are served.
 from flask import Blueprint, g
 
 from ..auth import checks_user_itself, current_user, parsed, require_user
-from ..domain import presence
+from ..domain import presence, status_updates
 from ..extensions import db
 from ..limits import heartbeat_limit, presence_lookups_limit
 from ..schemas import (
@@ -48,7 +48,7 @@ def update_my_status():
     """Change the caller's online, busy or wait_time state."""
     changes = parsed(json_body, status_update_schema)
     parsed(presence.check_update, changes)
-    return status_schema.dump(presence.commit_status_update(g.user_id, changes))
+    return status_schema.dump(status_updates.commit(g.user_id, changes))
 
 
 @bp.get("/users/<user_id>/presence")

@@ -16,11 +16,9 @@ from ..clock import clock
 from ..errors import unavailable
 from ..events import transaction
 from ..models import User, UserStatus
-from . import favorites, in_ids, prebuilt, presence
+from . import in_ids, prebuilt, presence
 
 KEY = "saathii_beats"
-STATUS_KEY = "saathii_status_updates"
-FAVORITES_KEY = "saathii_favorite_changes"
 WAIT_SECONDS = 60  # a safety net: a batch commits or fails long before this
 
 
@@ -182,7 +180,8 @@ def batcher():
     return _batcher(KEY, lambda: BeatBatcher(write_beats))
 
 
-def _batcher(key, make):
+def app_batcher(key, make):
+    """The app's batcher stored under key, made by make() the first time."""
     extensions = current_app.extensions
     found = extensions.get(key)
     if found is None:
@@ -190,11 +189,6 @@ def _batcher(key, make):
     return found
 
 
-def status_batcher():
-    """The app's batcher of status updates (see presence.write_updates)."""
-    return _batcher(STATUS_KEY, lambda: Batcher(presence.write_updates))
-
-
-def favorites_batcher():
-    """The app's batcher of favorite changes (see favorites.write_changes)."""
-    return _batcher(FAVORITES_KEY, lambda: Batcher(favorites.write_changes))
+def batcher():
+    """The app's heartbeat batcher."""
+    return app_batcher(KEY, lambda: BeatBatcher(write_beats))

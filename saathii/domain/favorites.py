@@ -7,11 +7,11 @@ from flask import current_app
 from sqlalchemy.orm import aliased
 
 from ..clock import clock, isoformat
-from ..errors import APIError, bad_request, not_found, unauthorized
-from ..events import Event, emit, store_events, transaction
+from ..errors import bad_request, not_found, unauthorized
+from ..events import Event, emit
 from ..extensions import db
 from ..models import Favorite, User, UserStatus
-from . import beats, in_ids, prebuilt, read, upsert
+from . import prebuilt, read, upsert
 
 
 
@@ -39,7 +39,7 @@ def _two_users():
 ADDED, REMOVED = "added", "removed"
 
 
-def _checked(kind, users, caller_id, listener_id):
+def checked(kind, users, caller_id, listener_id):
     """The rules of a change, on the accounts read for it: (caller, listener) or the
     error refusing it. 401 if the caller's account is gone; adding needs an active
     listener other than the caller (400, 404); removing, any user that exists (404)."""
@@ -68,7 +68,8 @@ def _changed(caller):
     _core().execute(_bump_version(), {"caller": caller.id})
 
 
-def _favorite_event(kind, user, listener_id, now=None):
+def favorite_event(kind, user, listener_id, now=None):
+    """The event a favorite change sends (stored for replay to the listener)."""
     return Event(
         type=f"favorite_{kind}",
         data={"user_id": user.id, "username": user.username,
@@ -95,7 +96,7 @@ def _delete_favorite():
                                      Favorite.listener_id == sa.bindparam("listener"))
 
 
-def _write(connection, kind, caller_id, listener_id, now):
+def write_one(connection, kind, caller_id, listener_id, now):
     """Add or remove one favorite; whether it changed anything."""
     if kind == ADDED:
         return connection.execute(_insert_favorite(), {
@@ -109,11 +110,11 @@ def _change(kind, caller_id, listener_id):
     # caller's account itself.
     users = {row.id: row for row in _core().execute(
         _two_users(), {"caller": caller_id, "listener": listener_id})}
-    caller, listener = _checked(kind, users, caller_id, listener_id)
-    changed = _write(_core(), kind, caller_id, listener_id, clock.now())
+    caller, listener = checked(kind, users, caller_id, listener_id)
+    changed = write_one(_core(), kind, caller_id, listener_id, clock.now())
     if changed:
         _changed(caller)
-        emit(_favorite_event(kind, caller, listener_id), store=True)
+        emit(favorite_event(kind, caller, listener_id), store=True)
     return listener, changed
 
 
@@ -127,103 +128,6 @@ def remove_favorite(caller_id, listener_id):
     """Unfavorite a user in the session's transaction; return (listener, removed).
     Idempotent. 401 if the caller's account is gone."""
     return _change(REMOVED, caller_id, listener_id)
-
-
-def commit_change(kind, caller_id, listener_id):
-    """Add (ADDED) or remove (REMOVED) a favorite and commit it; return (listener,
-    changed). Written with the changes that arrive meanwhile, in one transaction (see
-    write_changes)."""
-    return beats.favorites_batcher().submit((kind, caller_id, listener_id))
-
-
-@prebuilt
-def _accounts():
-    return sa.select(User.id, User.username, User.role, User.is_active).where(
-        in_ids(User.id, "ids"))
-
-
-@prebuilt
-def _bump_versions():
-    return (sa.update(User).where(in_ids(User.id, "ids"))
-            .values(favorites_version=User.favorites_version + 1))
-
-
-@prebuilt
-def _insert_favorites():
-    return (
-        upsert(Favorite)
-        .values(user_id=sa.bindparam("caller"), listener_id=sa.bindparam("listener"),
-                created_at=sa.bindparam("now", type_=Favorite.created_at.type))
-        .on_conflict_do_nothing(index_elements=["user_id", "listener_id"])
-        .returning(Favorite.user_id, Favorite.listener_id)
-    )
-
-
-@prebuilt
-def _delete_favorites():
-    return (
-        sa.delete(Favorite)
-        .where(sa.tuple_(Favorite.user_id, Favorite.listener_id)
-               .in_(sa.bindparam("pairs", expanding=True)))
-        .returning(Favorite.user_id, Favorite.listener_id)
-    )
-
-
-def _write_all(connection, changes, now):
-    """Add and remove distinct favorites: one statement for the adds, one for the
-    removes (sorted, so concurrent batches wait for each other rather than deadlock);
-    the (kind, caller id, listener id) that changed something."""
-    adds = sorted((c, l) for kind, c, l in changes if kind == ADDED)
-    removes = sorted((c, l) for kind, c, l in changes if kind == REMOVED)
-    done = set()
-    if adds:
-        rows = connection.execute(_insert_favorites(), [
-            {"caller": c, "listener": l, "now": now} for c, l in adds])
-        done.update((ADDED, c, l) for c, l in rows)
-    if removes:
-        rows = connection.execute(_delete_favorites(), {"pairs": removes})
-        done.update((REMOVED, c, l) for c, l in rows)
-    return done
-
-
-def write_changes(items):
-    """Apply (kind, caller id, listener id) favorite changes of many users in one
-    transaction: the accounts read in one statement, each change checked by the same
-    rules, the adds written in one statement and the removes in another (each in turn
-    when one favorite is changed twice in the batch), the changed callers' versions
-    moved in one statement, their events stored in one statement, one commit. Per item:
-    (listener, changed) or the error refusing it."""
-    now = clock.now()
-    with transaction() as (connection, events):
-        ids = {user_id for _, caller_id, listener_id in items
-               for user_id in (caller_id, listener_id)}
-        users = {row.id: row for row in connection.execute(_accounts(),
-                                                           {"ids": sorted(ids)})}
-        results, valid = [], []
-        for kind, caller_id, listener_id in items:
-            try:
-                caller, listener = _checked(kind, users, caller_id, listener_id)
-            except APIError as err:
-                results.append(err)
-                continue
-            results.append((listener, False))
-            valid.append((len(results) - 1, kind, caller, listener_id))
-        changes = [(kind, caller.id, listener_id) for _, kind, caller, listener_id in valid]
-        if len({change[1:] for change in changes}) == len(changes):
-            done = _write_all(connection, changes, now)
-            changed = [change in done for change in changes]
-        else:
-            changed = [_write(connection, *change, now) for change in changes]
-        callers = set()
-        for (index, kind, caller, listener_id), did in zip(valid, changed):
-            if did:
-                results[index] = (results[index][0], True)
-                callers.add(caller.id)
-                events.append(_favorite_event(kind, caller, listener_id, now))
-        if callers:
-            connection.execute(_bump_versions(), {"ids": sorted(callers)})
-        store_events(connection, events)
-    return results
 
 
 def is_favorited(user, listener_id):

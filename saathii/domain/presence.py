@@ -1,6 +1,4 @@
 """Presence: who is online, busy or available, and the one place that changes it."""
-from functools import partial
-
 import sqlalchemy as sa
 from sqlalchemy.orm import aliased, joinedload
 from sqlalchemy.orm.exc import StaleDataError
@@ -9,7 +7,7 @@ from ..auth import Caller
 from ..clock import clock, isoformat
 from ..errors import APIError, bad_request, not_found, unauthorized
 from ..fields import is_id
-from ..events import Event, emit, naive_utc, transaction
+from ..events import Event, emit
 from ..extensions import db
 from ..models import User, UserStatus
 from . import beats, in_ids, prebuilt, read
@@ -145,24 +143,12 @@ def update_status(user_id, changes):
     """Apply a client's status update (any of is_online, is_busy, wait_time) in the
     session's transaction (the caller commits)."""
     check_update(changes)
-    return _apply(user_id, lambda status: _update(status, changes))
+    return _apply(user_id, lambda status: apply_update(status, changes))
 
 
-def commit_status_update(user_id, changes):
-    """Apply a client's status update and commit it; return the new status (401 if the
-    account is gone). Written with the updates of other users that arrive meanwhile,
-    in one transaction (see write_updates)."""
-    check_update(changes)
-    found = beats.status_batcher().submit((user_id, changes))
-    if found is None:  # no status row yet, or no active account
-        if not _is_active(user_id):
-            raise unauthorized()
-        found = update_status(user_id, changes)
-        db.session.commit()
-    return found
-
-
-def _update(status, changes, change=change_status):
+def apply_update(status, changes, change=change_status):
+    """Apply a client's status update to a status by the rules (409 if wait_time is given
+    to a user who does not stay busy); return what change returns."""
     is_online, is_busy = changes.get("is_online"), changes.get("is_busy")
     if is_busy and is_online is None:
         is_online = True  # going busy means being in the app
@@ -173,127 +159,6 @@ def _update(status, changes, change=change_status):
         raise APIError(409, WAIT_TIME_NEEDS_BUSY)
     return change(status, is_online=is_online, is_busy=is_busy,
                   wait_time=changes.get("wait_time", ...), seen=True)
-
-
-def _statuses_read():
-    """The status rows of the active users among :ids, in id order."""
-    return (
-        sa.select(UserStatus.user_id, UserStatus.is_online, UserStatus.is_busy,
-                  UserStatus.wait_time, UserStatus.busy_since, UserStatus.last_seen,
-                  UserStatus.created_at, UserStatus.updated_at, UserStatus.version,
-                  User.username, User.role)
-        .join(User, User.id == UserStatus.user_id)
-        .where(in_ids(UserStatus.user_id, "ids"), User.is_active == sa.true())
-        .order_by(UserStatus.user_id)
-    )
-
-
-@prebuilt
-def _locked_statuses():
-    """_statuses_read, the rows locked until the commit (in id order, as every batch
-    locks them)."""
-    return _statuses_read().with_for_update(of=UserStatus)
-
-
-@prebuilt
-def _write_status():
-    """One user's new status, if its version is still the one read (the sweeper and
-    every other writer check and move it too)."""
-    value = {name: sa.bindparam(f"new_{name}", type_=getattr(UserStatus, name).type)
-             for name in ("is_online", "is_busy", "wait_time", "busy_since", "last_seen",
-                          "updated_at")}
-    return (
-        sa.update(UserStatus)
-        .where(UserStatus.user_id == sa.bindparam("id"),
-               UserStatus.version == sa.bindparam("read_version"))
-        .values(**value, version=UserStatus.version + 1)
-    )
-
-
-class _Stale(Exception):
-    """A row's version moved between the read and the write: the batch is redone."""
-
-
-def write_updates(items):
-    """Apply (user id, changes) status updates of many users in one transaction: their
-    rows read and locked in one statement, each update applied in turn by the rules of
-    changed_status (one event per real change), the changed rows written in one
-    executemany, one commit. Per item: the new status values, the error refusing it, or
-    None when the user has no status row or no active account."""
-    for _attempt in range(MAX_ATTEMPTS):
-        try:
-            return _write_updates(items)
-        except _Stale:
-            pass  # another writer got there first: rolled back, read afresh and redone
-    raise APIError(409, "The status changed concurrently; try again")
-
-
-def _write_updates(items):
-    now = clock.now()
-    with transaction() as (connection, events):
-        rows = connection.execute(_locked_statuses(),
-                                  {"ids": sorted({user_id for user_id, _ in items})})
-        found = {row[0]: Status(*row) for row in rows}
-        results, changed = [], {}
-        for user_id, changes in items:
-            status = found.get(user_id)
-            if status is None:
-                results.append(None)
-                continue
-            try:
-                event = _update(status, changes, partial(changed_status, now=now))
-            except APIError as err:
-                results.append(err)
-                continue
-            if event is not None:
-                events.append(event)
-            changed[user_id] = status
-            results.append(status.values())
-        if changed and not _written(connection, changed.values()):
-            raise _Stale()
-    return results
-
-
-# PostgreSQL writes a batch's rows in one statement, from arrays (executemany would
-# send, and run, one UPDATE per row); the version check is the same. Timestamps are
-# naive UTC, as the models store them.
-_WRITE_STATUSES = sa.text("""
-UPDATE user_status AS s SET is_online = v.is_online, is_busy = v.is_busy,
-  wait_time = v.wait_time, busy_since = v.busy_since, last_seen = v.last_seen,
-  updated_at = v.updated_at, version = s.version + 1
-FROM unnest(CAST(:ids AS bigint[]), CAST(:versions AS integer[]),
-  CAST(:online AS boolean[]), CAST(:busy AS boolean[]), CAST(:wait AS integer[]),
-  CAST(:since AS timestamp[]), CAST(:seen AS timestamp[]), CAST(:updated AS timestamp[]))
-  AS v(user_id, read_version, is_online, is_busy, wait_time, busy_since, last_seen,
-       updated_at)
-WHERE s.user_id = v.user_id AND s.version = v.read_version
-""")
-
-
-def _written(connection, statuses):
-    """Write the changed rows; whether every one still had the version read."""
-    statuses = list(statuses)
-    if connection.dialect.name == "postgresql":
-        result = connection.execute(_WRITE_STATUSES, {
-            "ids": [s.user_id for s in statuses], "versions": [s.version for s in statuses],
-            "online": [s.is_online for s in statuses], "busy": [s.is_busy for s in statuses],
-            "wait": [s.wait_time for s in statuses],
-            "since": [naive_utc(s.busy_since) for s in statuses],
-            "seen": [naive_utc(s.last_seen) for s in statuses],
-            "updated": [naive_utc(s.updated_at) for s in statuses]})
-        return result.rowcount == len(statuses)
-    params = [{"id": s.user_id, "read_version": s.version, "new_is_online": s.is_online,
-               "new_is_busy": s.is_busy, "new_wait_time": s.wait_time,
-               "new_busy_since": s.busy_since, "new_last_seen": s.last_seen,
-               "new_updated_at": s.updated_at} for s in statuses]
-    result = connection.execute(_write_status(), params)
-    return not connection.dialect.supports_sane_multi_rowcount \
-        or result.rowcount == len(params)
-
-
-def _is_active(user_id):
-    user = db.session.get(User, user_id)
-    return user is not None and user.is_active
 
 
 def _apply(user_id, change):
