@@ -175,3 +175,35 @@ def test_a_deactivated_users_beat_is_refused(app, client, listener, path):
     response = client.post(path, headers=listener.headers)
     assert response.status_code == 401
     assert response.json == {"detail": "Invalid or expired token"}
+
+
+class Deadlocked(Exception):
+    """What psycopg raises for a transaction PostgreSQL aborted to break a deadlock."""
+
+    sqlstate = "40P01"
+
+
+def test_a_batch_chosen_as_a_deadlocks_victim_is_written_again():
+    calls = []
+
+    def writer(user_ids):
+        calls.append(list(user_ids))
+        if len(calls) == 1:
+            raise OperationalError("UPDATE", {}, Deadlocked("deadlock detected"))
+        return user_ids
+
+    batcher = BeatBatcher(writer)
+    assert batcher.beat(4) is True
+    assert calls == [[4], [4]]
+
+
+def test_a_batch_that_fails_otherwise_is_not_written_again():
+    calls = []
+
+    def writer(user_ids):
+        calls.append(list(user_ids))
+        raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
+
+    with pytest.raises(OperationalError):
+        BeatBatcher(writer).beat(4)
+    assert len(calls) == 1

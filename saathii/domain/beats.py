@@ -20,6 +20,8 @@ from . import in_ids, prebuilt, presence
 
 KEY = "saathii_beats"
 WAIT_SECONDS = 60  # a safety net: a batch commits or fails long before this
+DEADLOCK = "40P01"  # PostgreSQL's deadlock_detected
+DEADLOCK_ATTEMPTS = 3
 
 
 class Batch:
@@ -100,12 +102,27 @@ class Batcher:
             if self.open is batch:
                 self.open = None  # closed: later items start the next batch
         try:
-            batch.results = self.results(batch.items, self.write(batch.items))
+            batch.results = self.results(batch.items, self._written(batch.items))
         except BaseException as err:  # noqa: BLE001 - every other item of it learns
             batch.error = err
             raise
         finally:
             batch.done.set()
+
+
+    def _written(self, items):
+        """write(items), run again if PostgreSQL chose it as a deadlock's victim (batches
+        lock many users' rows, statement by statement): it rolled back whole, nothing
+        of it was published, so running it again changes and announces each thing once."""
+        attempt = 1
+        while True:
+            try:
+                return self.write(items)
+            except sa.exc.DBAPIError as err:
+                if getattr(err.orig, "sqlstate", None) != DEADLOCK \
+                        or attempt == DEADLOCK_ATTEMPTS:
+                    raise
+                attempt += 1
 
 
 class BeatBatcher(Batcher):
