@@ -52,6 +52,8 @@ def install(ws, rate, burst, on_flood):
     inbox = Inbox(rate, burst, on_flood)
     before = ws.input_buffer
     ws.input_buffer = inbox
-    for message in list(before):  # arrived before the swap (the reader may still add one)
+    # Under gevent nothing runs between the swap and this copy; with real threads (the
+    # development server) a message the reader appends to the old list meanwhile is lost.
+    for message in list(before):
         inbox.append(message)
     return inbox
