@@ -5,7 +5,7 @@ import subprocess
 import time
 
 from common import HIGH_LIMIT, ROOT
-from scenarios import SCENARIOS
+from scenarios import ARRIVAL_CONNECTIONS, SCENARIOS
 
 
 def machine():
@@ -33,6 +33,11 @@ def _ms(us):
     return f"{us / 1000:.1f} ms" if us >= 1000 else f"{us / 1000:.2f} ms"
 
 
+def args_duration(result):
+    """The -d of a wrk run, in seconds."""
+    return round(result["duration_us"] / 1e6)
+
+
 def http_table(results, floor_rps):
     """The scenario | req/s | p50 | p99 | ratio | target | met? table."""
     rows = ["| scenario | req/s | p50 | p99 | ratio | target | met? |",
@@ -58,8 +63,18 @@ def http_table(results, floor_rps):
             met = "-" if value is None else ("yes" if value >= scenario.target else
                                              f"**no** ({value / scenario.target - 1:+.0%})")
         rps_text = f"{rps:,.0f}"
-        if scenario.name == "favorites_add_remove":
+        if scenario.script == "pairs.lua":
             rps_text += f" ({rps / 2:,.0f} pairs/s)"
+        elif scenario.script == "once.lua":
+            runs = result.get("runs_rps", [])
+            rps_text += (f" ({result['received']:,} users in "
+                         f"{result['span_us'] / 1e6:.2f} s"
+                         + (f"; median of {len(runs)} runs: "
+                            + ", ".join(f"{rate:,.0f}" for rate in runs) + "/s"
+                            if len(runs) > 1 else "")
+                         + ("" if result["received"] == result["expected"] else
+                            f"; {result['expected'] - result['received']:,} not served "
+                            f"in the {args_duration(result)} s run") + ")")
         rows.append(f"| {scenario.title} | {rps_text} | {_ms(result['p50_us'])} | "
                     f"{_ms(result['p99_us'])} | {ratio} | {target} | {met} |")
     return rows
@@ -171,12 +186,21 @@ def render(run):
         f"-d{args.duration}s --latency --timeout 10s`, each run after a {args.warmup:g} s "
         f"warm-up, from its own process on 127.0.0.1; Lua scripts (bench/lua/) rotate through "
         f"prepared requests with one token per user: 10,000 users for the heartbeat, 5,000 "
-        f"callers with random ids for presence, 20,000 customers for add/remove.", "",
+        f"callers with random ids for presence, 20,000 customers for add/remove.",
+        f"- State-change surges, {ARRIVAL_CONNECTIONS} requests in flight (`-c"
+        f"{ARRIVAL_CONNECTIONS}`): comes_online sends one heartbeat for each listener of a "
+        f"set taken offline just before (bench/lua/once.lua: each request once; its rate is "
+        f"the users over the time from the first send to the last answer, warmed up with "
+        f"the heartbeat's requests; run three times, each with its own users, whose tokens "
+        f"are new to the workers as after a deploy, and the median run kept); status_toggle puts online, available listeners busy "
+        f"and, 256 pairs later, available again (bench/lua/pairs.lua, as add/remove). "
+        f"The state is reset (and VACUUM ANALYZEd) before each measured run.", "",
         "## HTTP throughput", "",
         *http_table(results, floor_rps), "",
         "Ratio: the scenario's requests per second over the floor's (the cursor scenario: "
-        "over page 1). Add/remove counts requests: each pair is an add and a remove, "
-        "so pairs per second are half.", ""]
+        "over page 1; comes_online: users come online per second). Add/remove and the "
+        "status toggle count requests: each pair is two requests (add and remove, busy "
+        "and available), so pairs per second are half.", ""]
     if "floor_after" in results and "rps" in results["floor_after"]:
         before, after = results["floor"]["rps"], results["floor_after"]["rps"]
         lines += [f"Floor: {before:,.0f} req/s before the scenarios, {after:,.0f} after.", ""]

@@ -24,8 +24,8 @@ import sweep
 from common import (DEFAULT_DATABASE_URL, RESULTS, ROOT, BenchError, app_env, create_database,
                     database_name, libpq_url, log, raise_fd_limit, stamp, with_database)
 from feeds import run_fanout, run_feed_sockets
-from scenarios import (BY_NAME, SCENARIOS, clean_up, probe, request_lines, run_wrk, usage,
-                       usage_per_request, write_request_files)
+from scenarios import (ARRIVAL_RUNS, BY_NAME, SCENARIOS, once_file, probe, request_lines,
+                       reset_state, run_wrk, usage, usage_per_request, write_request_files)
 from server import Server, gunicorn_settings
 
 HTTP = [s.name for s in SCENARIOS if s.name != "floor"]
@@ -76,19 +76,30 @@ def parse_args(argv=None):
 def measure(name, srv, files, data, args, url):
     """Probe, warm up and measure one HTTP scenario against a running server."""
     scenario = BY_NAME[name]
+    connections = scenario.connections or args.connections
     probe(name, srv.port, files[name], data)
     if args.warmup:
-        run_wrk(scenario.script, srv.port, files[name], args.threads, args.connections,
-                max(1, round(args.warmup)))
-    if name == "favorites_add_remove":
-        clean_up(url, data)
-    before = usage(srv.worker_pids(), url)
-    result = run_wrk(scenario.script, srv.port, files[name], args.threads, args.connections,
-                     args.duration)
-    result.update(usage_per_request(before, usage(srv.worker_pids(), url),
-                                    max(1, result["requests"])))
-    if name == "favorites_add_remove":
-        clean_up(url, data)
+        warmup = BY_NAME[scenario.warmup or name]
+        run_wrk(warmup.script, srv.port, files[warmup.name], args.threads,
+                warmup.connections or args.connections, max(1, round(args.warmup)))
+    runs = []
+    # A surge of a few thousand requests lasts seconds: it is run three times, each with
+    # users of its own (the state reset before each), and the median run is kept.
+    for run in range(ARRIVAL_RUNS if scenario.script == "once.lua" and not args.smoke else 1):
+        if scenario.reset:
+            reset_state(name, url, data)
+        before = usage(srv.worker_pids(), url)
+        result = run_wrk(scenario.script, srv.port, files[once_file(name, run)], args.threads,
+                         connections, args.duration)
+        result.update(usage_per_request(before, usage(srv.worker_pids(), url),
+                                        max(1, result["requests"])))
+        result["connections"] = connections
+        runs.append(result)
+    if scenario.reset:
+        reset_state(name, url, data)
+    result = sorted(runs, key=lambda run: run["rps"])[len(runs) // 2]
+    result["errors"] = sum(run["errors"] for run in runs)
+    result["runs_rps"] = [run["rps"] for run in runs]
     log(f"{name}: {result['rps']:,.0f} req/s, p50 {result['p50_us'] / 1000:.1f} ms, "
         f"p99 {result['p99_us'] / 1000:.1f} ms, {result['errors']} errors")
     if result["errors"]:

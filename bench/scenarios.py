@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 
 import psycopg
@@ -12,6 +13,9 @@ import psycopg
 from common import BENCH, BenchError, log, token
 
 LUA = os.path.join(BENCH, "lua")
+ARRIVALS = 2_000  # listeners that come online in the comes_online scenario
+ARRIVAL_CONNECTIONS = 32  # requests in flight for the state-change surges
+ARRIVAL_RUNS = 3  # comes_online runs (the median is kept), each with its own users
 
 
 @dataclass
@@ -20,10 +24,13 @@ class Scenario:
 
     name: str
     title: str
-    script: str       # rotate.lua or pairs.lua
+    script: str       # rotate.lua, pairs.lua or once.lua (each request sent once)
     target: float     # minimum ratio
     versus: str = "floor"  # the ratio is to the floor, or to another scenario
     unit: str = "requests"
+    connections: int | None = None  # requests in flight; None: the run's --connections
+    warmup: str | None = None  # warm up with this scenario's requests (not its own)
+    reset: bool = False  # reset_state() before the measured run and after it
 
 
 SCENARIOS = [
@@ -37,13 +44,33 @@ SCENARIOS = [
     Scenario("presence_batch", "GET /users/presence with 100 ids, varied ids and callers",
              "rotate.lua", 0.50),
     Scenario("favorites_add_remove", "POST /favorites/add then DELETE /favorites/remove",
-             "pairs.lua", 0.40, unit="requests (2 per add/remove pair)"),
+             "pairs.lua", 0.40, unit="requests (2 per add/remove pair)", reset=True),
+    Scenario("comes_online", "POST /both/status/heartbeat, first beat of offline listeners "
+             "(each comes online: one event)", "once.lua", 0.30, unit="users",
+             connections=ARRIVAL_CONNECTIONS, warmup="heartbeat", reset=True),
+    Scenario("status_toggle", "PUT /both/status/me busy, then available, online listeners "
+             "(each an event)", "pairs.lua", 0.30, connections=ARRIVAL_CONNECTIONS,
+             reset=True),
 ]
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
 
 
+BUSY, AVAILABLE = '{"is_busy": true}', '{"is_busy": false}'
+
+
 def _line(method, path, tok="", body=""):
     return f"{method}\t{path}\t{tok}\t{body}"
+
+
+def arrivals(data):
+    """The sets of listeners that come online, one per run of comes_online (the last
+    listeners: each set's tokens are new to the workers, as after a deploy), and the
+    listeners that toggle busy (the others)."""
+    listeners = data.listener_ids
+    count = min(ARRIVALS, len(listeners) // 5)
+    sets = [listeners[len(listeners) - count * (n + 1):len(listeners) - count * n]
+            for n in range(ARRIVAL_RUNS)]
+    return sets, listeners[:len(listeners) - count * ARRIVAL_RUNS]
 
 
 def request_lines(data, rng):
@@ -57,7 +84,8 @@ def request_lines(data, rng):
                       + ",".join(map(str, rng.sample(everyone, 100))), token(caller))
                 for caller in callers]
     customers = data.free_customer_ids[:20_000]
-    pairs = [f"{token(c)}\t{rng.choice(data.listener_ids)}" for c in customers]
+    favorites = ['{"listener_id": %d}' % rng.choice(data.listener_ids) for _ in customers]
+    arriving, toggling = arrivals(data)
     return {
         "floor": [_line("GET", "/", token(u)) for u in rng.sample(everyone, min(5000, users))],
         "heartbeat": [_line("POST", "/both/status/heartbeat", token(u))
@@ -66,8 +94,21 @@ def request_lines(data, rng):
         "favorites_cursor": [_line("GET", f"/favorites?limit=20&max_id={fid}", heavy)
                              for fid in oldest],
         "presence_batch": presence,
-        "favorites_add_remove": pairs,
+        "favorites_add_remove": [
+            f"{token(c)}\tPOST\t/favorites/add\t{body}\tDELETE\t/favorites/remove\t{body}"
+            for c, body in zip(customers, favorites)],
+        **{once_file("comes_online", n): [_line("POST", "/both/status/heartbeat", token(u))
+                                           for u in users]
+           for n, users in enumerate(arriving)},
+        "status_toggle": [
+            f"{token(u)}\tPUT\t/both/status/me\t{BUSY}\tPUT\t/both/status/me\t{AVAILABLE}"
+            for u in toggling],
     }
+
+
+def once_file(name, run):
+    """The request file of one run of a once.lua scenario."""
+    return name if run == 0 else f"{name}_{run + 1}"
 
 
 def write_request_files(lines, folder):
@@ -99,18 +140,21 @@ def probe(name, port, path_of_file, data):
     """Send a scenario's first request once and check the answer is what it should be."""
     with open(path_of_file) as file:
         first = file.readline().rstrip("\n")
-    if name == "favorites_add_remove":
-        tok, listener = first.split("\t")
-        body = json.dumps({"listener_id": int(listener)})
-        added = _send(port, "POST", "/favorites/add", tok, body)
-        removed = _send(port, "DELETE", "/favorites/remove", tok, body)
-        ok = added["is_favorited"] and not removed["is_favorited"]
+    if name in ("favorites_add_remove", "status_toggle"):
+        tok, *pair = first.split("\t")
+        answers = [_send(port, pair[0], pair[1], tok, pair[2]),
+                   _send(port, pair[3], pair[4], tok, pair[5])]
+        if name == "favorites_add_remove":
+            ok = answers[0]["is_favorited"] and not answers[1]["is_favorited"]
+        else:
+            ok = [(a["is_online"], a["is_busy"]) for a in answers] == [(True, True),
+                                                                       (True, False)]
     else:
         answer = _send(port, *first.split("\t"))
         per_page = min(20, len(data.heavy_favorite_ids))
         if name == "floor":
             ok = answer == {}
-        elif name == "heartbeat":
+        elif name in ("heartbeat", "comes_online"):
             ok = answer == {"message": "Heartbeat received"}
         elif name == "presence_batch":
             ok = isinstance(answer, list) and len(answer) == 100
@@ -122,12 +166,33 @@ def probe(name, port, path_of_file, data):
         raise BenchError(f"{name}: unexpected answer to its first request")
 
 
-def clean_up(url, data):
-    """Undo the add/remove scenario: favorites left in flight and the stored events."""
-    with psycopg.connect(url) as conn:
-        conn.execute("delete from favorites where user_id = any(%s)",
-                     (data.free_customer_ids[:20_000],))
-        conn.execute("delete from feed_events")
+def reset_state(name, url, data):
+    """Put a state-changing scenario's users back where it starts from: no favorites
+    of the add/remove customers (and no stored events), the arriving listeners offline,
+    the toggling listeners online and available. Then VACUUM ANALYZE what changed (no
+    autovacuum on the bench database)."""
+    arriving, toggling = arrivals(data)
+    time.sleep(0.5)  # the requests wrk left in flight when it stopped
+    with psycopg.connect(url, autocommit=True) as conn:
+        if name == "favorites_add_remove":
+            conn.execute("delete from favorites where user_id = any(%s)",
+                         (data.free_customer_ids[:20_000],))
+            conn.execute("delete from feed_events")
+            tables = ("favorites", "feed_events", "users")
+        else:
+            users, online = ([user for users in arriving for user in users], False) \
+                if name == "comes_online" else (toggling, True)
+            # Rows locked in id order, as the service's batches lock them: requests wrk
+            # left in flight may still be writing (waited for, not deadlocked with).
+            conn.execute("update user_status set is_online = %s, is_busy = false, "
+                         "wait_time = null, busy_since = null, last_seen = now() at time "
+                         "zone 'utc' - interval '1 day' * (not %s)::int "
+                         "where user_id in (select user_id from user_status where "
+                         "user_id = any(%s) order by user_id for update)",
+                         (online, online, users))
+            tables = ("user_status",)
+        for table in tables:
+            conn.execute(f"vacuum analyze {table}")
 
 
 def _cpu_seconds(pid):
@@ -185,7 +250,12 @@ def run_wrk(script, port, file_path, threads, connections, seconds):
         raise BenchError(f"wrk failed ({done.returncode}): {done.stderr[-500:]}"
                          f"{done.stdout[-500:]}")
     result = json.loads(match.group(1))
-    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    if "span_us" in result:  # once.lua: each request once, timed from first send to last answer
+        if not result["received"]:
+            raise BenchError(f"no answer within {seconds} s")
+        result["rps"] = result["received"] / (result["span_us"] / 1e6)
+    else:
+        result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     result["errors"] = sum(result[k] for k in ("connect", "read", "write", "status",
                                                "timeout"))
     result["text"] = done.stdout[:match.start()].rstrip()

@@ -18,7 +18,7 @@ from .errors import bad_request, register_error_handlers
 from .extensions import db, migrate, sock
 from .json_provider import OrjsonProvider
 from .logs import configure_logging
-from .realtime.session import light_thread
+from .threads import light_thread
 
 MIN_SECRET_BYTES = 32
 

@@ -1,7 +1,9 @@
 """Domain events: queued with the database change, published once it commits."""
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 
+import orjson
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy import event as sa_event
@@ -103,6 +105,8 @@ def bus():
 
 # One INSERT ... RETURNING, built once (no unit of work for a row nobody reads back).
 STORE_EVENT = sa.insert(FeedEvent).returning(FeedEvent.id)
+# Many at once (one INSERT with many rows on PostgreSQL), ids in the order given.
+STORE_MANY = sa.insert(FeedEvent).returning(FeedEvent.id, sort_by_parameter_order=True)
 
 
 def emit(event, store=False):
@@ -115,6 +119,60 @@ def emit(event, store=False):
             "user_id": event.subject_id, "type": event.type, "data": jsonable(event.data),
             "created_at": event.timestamp}).scalar_one()
     db.session.info.setdefault(PENDING_KEY, []).append(event)
+
+
+# SQLite: a write that changes nothing takes the database's write lock at once, so no
+# other writer can commit between the batch's reads and its writes.
+_SQLITE_WRITE_LOCK = "UPDATE feed_events SET id = id WHERE 0"
+
+
+@contextmanager
+def transaction(events):
+    """A transaction on a pooled connection of its own (not the session's), for writers
+    that change many users' state at once (see domain.batches): yields the connection.
+    The events appended to `events` are staged inside the transaction just before it
+    commits (the caller publishes them once it has committed); a rollback drops them.
+    On SQLite it holds the write lock from the start, as PostgreSQL's row locks would."""
+    with db.engine.begin() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql(_SQLITE_WRITE_LOCK)
+        yield connection
+        if events:
+            bus().stage(connection, events)
+
+
+# PostgreSQL: the rows from arrays, ids drawn from the sequence in the arrays' order.
+_STORE_UNNEST = sa.text("""
+INSERT INTO feed_events (user_id, type, data, created_at)
+SELECT * FROM unnest(CAST(:users AS bigint[]), CAST(:types AS varchar[]),
+                     CAST(:data AS json[]), CAST(:created AS timestamp[]))
+RETURNING id
+""")
+
+
+def store_events(connection, events):
+    """Write stored events (favorite events) in one statement; give each its id."""
+    if not events:
+        return
+    if connection.dialect.name == "postgresql":
+        ids = sorted(connection.execute(_STORE_UNNEST, {
+            "users": [event.subject_id for event in events],
+            "types": [event.type for event in events],
+            "data": [orjson.dumps(jsonable(event.data)).decode() for event in events],
+            "created": [naive_utc(event.timestamp) for event in events]}).scalars())
+    else:
+        ids = connection.execute(STORE_MANY, [
+            {"user_id": event.subject_id, "type": event.type, "data": jsonable(event.data),
+             "created_at": event.timestamp} for event in events]).scalars()
+    for event, event_id in zip(events, ids):
+        event.id = event_id
+
+
+def naive_utc(value):
+    """A datetime as the models store it: naive, in UTC."""
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(timezone.utc).replace(tzinfo=None)
 
 
 def stored_events(user_id, after_id):

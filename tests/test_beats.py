@@ -1,6 +1,7 @@
-"""Heartbeats written together: beats that arrive while a batch is being written share
-the next statement and commit, each is answered only after its batch committed, and a
-failed write fails every beat of its batch (none is reported as recorded)."""
+"""Changes written together (domain.batches, heartbeats first): changes that arrive while
+a batch is being written share the next statement and commit, each is answered only
+after its batch committed, a failed write fails every change of its batch (none is
+reported as recorded), and a change whose request gives up is never written later."""
 import threading
 import time
 
@@ -8,9 +9,11 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from saathii.clock import clock
-from saathii.domain import beats
-from saathii.domain.beats import BeatBatcher
+from saathii.deadline import DeadlineExceeded
+from saathii.domain import batches, beats
+from saathii.domain.batches import Batcher
 from saathii.errors import APIError
+from saathii.events import Event, bus
 from saathii.extensions import db
 from saathii.models import User
 
@@ -28,25 +31,28 @@ def until(condition):
 class GatedWriter:
     """A write function that records its batches and holds the first until released."""
 
-    def __init__(self, fail=None):
+    def __init__(self, fail=None, event=None):
         self.batches, self.release, self.fail = [], threading.Event(), fail
+        self.event = event
 
-    def __call__(self, user_ids):
+    def __call__(self, user_ids, events):
         self.batches.append(list(user_ids))
         if len(self.batches) == 1:
             assert self.release.wait(WAIT)
         if self.fail is not None:
             raise self.fail
-        return [user_id for user_id in user_ids if user_id % 2 == 0]  # "even ids online"
+        if self.event is not None:
+            events.append(self.event)
+        return [user_id % 2 == 0 for user_id in user_ids]  # "even ids online"
 
 
-def beat_in_threads(batcher, user_ids):
+def submit_in_threads(batcher, user_ids):
     results = {}
 
     def run(user_id):
         try:
-            results[user_id] = batcher.beat(user_id)
-        except Exception as err:  # noqa: BLE001 - recorded for the test
+            results[user_id] = batcher.submit(user_id)
+        except BaseException as err:  # noqa: BLE001 - recorded for the test
             results[user_id] = err
 
     threads = [threading.Thread(target=run, args=(user_id,)) for user_id in user_ids]
@@ -55,13 +61,17 @@ def beat_in_threads(batcher, user_ids):
     return threads, results
 
 
-def test_beats_arriving_during_a_write_share_the_next_statement():
+def open_items(batcher):
+    return None if batcher.open is None else batcher.open.items
+
+
+def test_changes_arriving_during_a_write_share_the_next_statement():
     writer = GatedWriter()
-    batcher = BeatBatcher(writer)
-    first, results = beat_in_threads(batcher, [2])
+    batcher = Batcher(writer)
+    first, results = submit_in_threads(batcher, [2])
     until(lambda: writer.batches == [[2]])
-    more, later = beat_in_threads(batcher, [3, 4, 6, 7])
-    until(lambda: batcher.open is not None and len(batcher.open.user_ids) == 4)
+    more, later = submit_in_threads(batcher, [3, 4, 6, 7])
+    until(lambda: open_items(batcher) is not None and len(open_items(batcher)) == 4)
     assert results == {} and later == {}  # nobody is answered before their commit
     writer.release.set()
     for thread in first + more:
@@ -69,57 +79,121 @@ def test_beats_arriving_during_a_write_share_the_next_statement():
     assert writer.batches[0] == [2] and sorted(writer.batches[1]) == [3, 4, 6, 7]
     assert len(writer.batches) == 2
     assert results == {2: True} and later == {3: False, 4: True, 6: True, 7: False}
-    assert batcher.open is None and not batcher.writing.locked()
+    until(lambda: not batcher.writing)
+    assert batcher.open is None
 
 
-def test_a_lone_beat_is_written_at_once():
+def test_a_lone_change_is_written_at_once():
     writer = GatedWriter()
     writer.release.set()
-    batcher = BeatBatcher(writer)
-    assert batcher.beat(4) is True and batcher.beat(5) is False
+    batcher = Batcher(writer)
+    assert batcher.submit(4) is True and batcher.submit(5) is False
     assert writer.batches == [[4], [5]]
 
 
-def test_a_failed_write_fails_every_beat_of_its_batch_and_the_next_batch_still_runs():
+def test_a_failed_write_fails_every_change_of_its_batch_and_the_next_batch_still_runs():
     failure = OperationalError("UPDATE", {}, Exception("server closed the connection"))
     writer = GatedWriter(fail=failure)
-    batcher = BeatBatcher(writer)
-    first, results = beat_in_threads(batcher, [2])
+    batcher = Batcher(writer)
+    first, results = submit_in_threads(batcher, [2])
     until(lambda: len(writer.batches) == 1)
-    more, later = beat_in_threads(batcher, [4, 6])
-    until(lambda: batcher.open is not None and len(batcher.open.user_ids) == 2)
+    more, later = submit_in_threads(batcher, [4, 6])
+    until(lambda: open_items(batcher) is not None and len(open_items(batcher)) == 2)
     writer.release.set()
     for thread in first + more:
         thread.join(WAIT)
-    assert results[2] is failure  # the beat that wrote gets the error as it is
-    # Of the second batch, one beat wrote it (and got the error as it is); the other
-    # gets a 503 of its own, caused by it.
-    wrote, waited = sorted([later[4], later[6]], key=lambda outcome: outcome is not failure)
-    assert wrote is failure
-    assert isinstance(waited, APIError) and waited.status == 503
-    assert waited.__cause__ is failure
-    assert len(writer.batches) == 2 and not batcher.writing.locked()
+    # Each answered as a lone change would be (the error handlers make this one a 503).
+    assert results[2] is later[4] is later[6] is failure
+    assert len(writer.batches) == 2
     writer.fail = None
-    assert batcher.beat(8) is True  # the batcher is not stuck after a failure
+    assert batcher.submit(8) is True  # the batcher is not stuck after a failure
 
 
-def test_a_beat_that_gives_up_waiting_leaves_its_batch_to_the_next_beat(monkeypatch):
-    monkeypatch.setattr(beats, "WAIT_SECONDS", 0.2)
+class DeadlineBatch(batches.Batch):
+    """A batch whose waiters give up once `passes(batch)` holds: their request's deadline
+    passes (DeadlineExceeded), or, with `timed_out`, the batcher's own wait ends."""
+
+    __slots__ = ()
+    passes = staticmethod(lambda batch: True)
+    timed_out = False
+
+    def __init__(self):
+        super().__init__()
+        self.done = DeadlineEvent(self)
+
+
+class DeadlineEvent(threading.Event):
+    def __init__(self, batch):
+        super().__init__()
+        self.batch, self.fired = batch, set()
+
+    def wait(self, timeout=None):
+        me = threading.get_ident()
+        if me not in self.fired:  # a request's deadline fires once
+            until(lambda: DeadlineBatch.passes(self.batch))
+            self.fired.add(me)
+            if DeadlineBatch.timed_out:
+                return False
+            raise DeadlineExceeded("request")
+        return super().wait(timeout)
+
+
+@pytest.mark.parametrize("timed_out", [False, True], ids=["deadline", "wait"])
+def test_a_change_that_gives_up_while_its_batch_is_open_is_never_written(monkeypatch,
+                                                                         timed_out):
+    """Answered 503 (by the error handler, for a deadline), so never written later."""
     writer = GatedWriter()
-    batcher = BeatBatcher(writer)
-    first, results = beat_in_threads(batcher, [2])
+    batcher = Batcher(writer)
+    first, results = submit_in_threads(batcher, [2])
     until(lambda: writer.batches == [[2]])  # a write that hangs
-    with pytest.raises(APIError) as gave_up:
-        batcher.beat(4)
-    assert gave_up.value.status == 503
-    assert batcher.open is not None and batcher.open.user_ids == [4]
+    monkeypatch.setattr(batches, "Batch", DeadlineBatch)
+    monkeypatch.setattr(DeadlineBatch, "passes", staticmethod(lambda batch: True))
+    monkeypatch.setattr(DeadlineBatch, "timed_out", timed_out)
+    more, later = submit_in_threads(batcher, [4])
+    for thread in more:
+        thread.join(WAIT)
+    if timed_out:
+        assert isinstance(later[4], APIError) and later[4].status == 503
+    else:
+        assert isinstance(later[4], DeadlineExceeded)
+    assert open_items(batcher) == [batches.WITHDRAWN]
+    writer.release.set()
+    for thread in first:
+        thread.join(WAIT)
+    until(lambda: not batcher.writing)
+    assert results == {2: True} and writer.batches == [[2]]  # 4 is not written later
+    monkeypatch.undo()
+    assert batcher.submit(6) is True and writer.batches == [[2], [6]]
+
+
+def test_a_change_whose_deadline_passes_while_its_batch_is_written_gets_the_truth(
+        monkeypatch):
+    """Its batch may commit: a 503 would deny a change that was made."""
+    writer = GatedWriter()
+    monkeypatch.setattr(batches, "Batch", DeadlineBatch)
+    monkeypatch.setattr(DeadlineBatch, "passes", staticmethod(lambda batch: batch.taken))
+    batcher = Batcher(writer)
+    first, results = submit_in_threads(batcher, [2])
+    until(lambda: writer.batches == [[2]])
+    time.sleep(0.05)  # the deadline has passed: the waiter waits on for the outcome
+    assert results == {}
     writer.release.set()
     for thread in first:
         thread.join(WAIT)
     assert results == {2: True}
-    assert batcher.beat(6) is True  # writes the batch the beat of 4 left behind
-    assert writer.batches == [[2], [4, 6]]
-    assert batcher.open is None and not batcher.writing.locked()
+
+
+def test_an_event_that_fails_to_publish_leaves_the_committed_change_answered(
+        app, monkeypatch):
+    event = Event("listener_online", {}, subject_id=2)
+    writer = GatedWriter(event=event)
+    writer.release.set()
+    with app.app_context():
+        def broken(published):
+            raise RuntimeError("a subscriber failed")
+
+        monkeypatch.setattr(bus(), "publish", broken)
+        assert Batcher(writer).submit(2) is True
 
 
 def test_concurrent_heartbeats_are_recorded_in_one_batch(app, make_user, monkeypatch):
@@ -131,11 +205,11 @@ def test_concurrent_heartbeats_are_recorded_in_one_batch(app, make_user, monkeyp
     gate, written = threading.Event(), []
     real = beats.write_beats
 
-    def gated(user_ids):
+    def gated(user_ids, events):
         written.append(sorted(user_ids))
         if len(written) == 1:
             assert gate.wait(WAIT)
-        return real(user_ids)
+        return real(user_ids, events)
 
     with app.app_context():
         monkeypatch.setattr(beats.batcher(), "write", gated)
@@ -151,8 +225,8 @@ def test_concurrent_heartbeats_are_recorded_in_one_batch(app, make_user, monkeyp
     for thread in threads[1:]:
         thread.start()
     with app.app_context():
-        until(lambda: beats.batcher().open is not None
-              and len(beats.batcher().open.user_ids) == 5)
+        until(lambda: open_items(beats.batcher()) is not None
+              and len(open_items(beats.batcher())) == 5)
     gate.set()
     for thread in threads:
         thread.join(WAIT)
@@ -175,3 +249,34 @@ def test_a_deactivated_users_beat_is_refused(app, client, listener, path):
     response = client.post(path, headers=listener.headers)
     assert response.status_code == 401
     assert response.json == {"detail": "Invalid or expired token"}
+
+
+class Deadlocked(Exception):
+    """What psycopg raises for a transaction PostgreSQL aborted to break a deadlock."""
+
+    sqlstate = "40P01"
+
+
+def test_a_batch_chosen_as_a_deadlocks_victim_is_written_again():
+    calls = []
+
+    def writer(user_ids, events):
+        calls.append(list(user_ids))
+        if len(calls) == 1:
+            raise OperationalError("UPDATE", {}, Deadlocked("deadlock detected"))
+        return [True for _ in user_ids]
+
+    assert Batcher(writer).submit(4) is True
+    assert calls == [[4], [4]]
+
+
+def test_a_batch_that_fails_otherwise_is_not_written_again():
+    calls = []
+
+    def writer(user_ids, events):
+        calls.append(list(user_ids))
+        raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
+
+    with pytest.raises(OperationalError):
+        Batcher(writer).submit(4)
+    assert len(calls) == 1

@@ -65,7 +65,8 @@ def each_path(customer, listener):
     ]
 
 
-def in_parallel(requests):
+def in_parallel(requests, stagger=0):
+    """Send the requests at once (or `stagger` seconds apart); their results in order."""
     results = [None] * len(requests)
 
     def run(index, args):
@@ -75,6 +76,7 @@ def in_parallel(requests):
                for index, (server, *request) in enumerate(requests)]
     for thread in threads:
         thread.start()
+        time.sleep(stagger)
     for thread in threads:
         thread.join(30)
     return results
@@ -108,6 +110,49 @@ def test_a_database_that_stalls_or_goes_gets_503_then_recovers(
     assert until_ok(server, listener)["is_online"] is True
     for method, path, account, body in requests:
         assert call(server, method, path, account, body)[0] == 200
+    logs = "".join(path.read_text() for path in tmp_path.glob("process-*.log"))
+    assert "Traceback" not in logs
+
+
+@pytest.mark.parametrize("heal", ["after", "during"])
+def test_every_change_answered_in_a_stall_is_answered_truly(
+        web_process, postgres_proxy, make_user, tmp_path, heal):
+    """Changes that wait in a batch while the database stalls, some in the batch being
+    written, some in the one that forms behind it: each answered 200 was made, each
+    answered 503 was not, and none is written later (a withdrawn change stays out).
+    Healed after every answer: all are 503. Healed while they wait: either, truly."""
+    proxy, url = postgres_proxy
+    server = web_process(relay=None, DATABASE_URL=url, REQUEST_TIMEOUT_SECONDS=1)
+    online = [make_user(f"stall_online_{n}") for n in range(4)]
+    offline = [make_user(f"stall_offline_{n}") for n in range(4)]
+    customers = [make_user(f"stall_customer_{n}", "customer") for n in range(4)]
+    for account in online:
+        assert call(server, "POST", "/both/status/heartbeat", account)[0] == 200
+    changes = ([(server, "PUT", "/both/status/me", account, {"is_busy": True})
+                for account in online]
+               + [(server, "POST", "/both/status/heartbeat", account, None)
+                  for account in offline]
+               + [(server, "POST", "/favorites/add", account, {"listener_id": online[0].id})
+                  for account in customers])
+    proxy.pause()
+    if heal == "during":
+        threading.Timer(1.5, proxy.heal).start()
+    results = in_parallel(changes, stagger=0.15)
+    if heal == "after":
+        assert results == [(503, UNAVAILABLE, "5")] * len(changes), results
+        proxy.heal()
+    assert {status for status, _, _ in results} <= {200, 503}, results
+    until_ok(server, online[0])
+    late = make_user("stall_late")  # a change after the stall: it writes its own batch
+    assert call(server, "POST", "/both/status/heartbeat", late)[0] == 200
+    made = [call(server, "GET", "/both/status/me", account)[1]["is_busy"]
+            for account in online]
+    made += [call(server, "GET", "/both/status/me", account)[1]["is_online"]
+             for account in offline]
+    made += [call(server, "GET", "/favorites", account)[1]["total_count"] == 1
+             for account in customers]
+    assert made == [status == 200 for status, _, _ in results], results
+    assert call(server, "GET", "/both/status/me", late)[1]["is_online"] is True
     logs = "".join(path.read_text() for path in tmp_path.glob("process-*.log"))
     assert "Traceback" not in logs
 

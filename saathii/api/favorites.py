@@ -2,8 +2,7 @@
 from flask import Blueprint, g
 
 from ..auth import checks_user_itself, current_user, parsed, require_user
-from ..domain import favorites
-from ..extensions import db
+from ..domain import favorite_changes, favorites
 from ..limits import favorite_changes_limit, presence_lookups_limit
 from ..pagination import cursor_links, page_links
 from ..schemas import (
@@ -31,8 +30,7 @@ def _action(listener, is_favorited, message):
 def add():
     """Add a listener to the caller's favorites."""
     listener_id = parsed(json_body, favorite_request_schema)["listener_id"]
-    listener, created = favorites.add_favorite(g.user_id, listener_id)
-    db.session.commit()
+    listener, created = favorite_changes.commit(favorites.ADDED, g.user_id, listener_id)
     message = (f"Successfully added {listener.username} to favorites" if created
                else f"Already favorited {listener.username}")
     return _action(listener, True, message)
@@ -44,8 +42,7 @@ def add():
 def remove():
     """Remove a listener from the caller's favorites."""
     listener_id = parsed(json_body, favorite_request_schema)["listener_id"]
-    listener, removed = favorites.remove_favorite(g.user_id, listener_id)
-    db.session.commit()
+    listener, removed = favorite_changes.commit(favorites.REMOVED, g.user_id, listener_id)
     message = (f"Successfully removed {listener.username} from favorites" if removed
                else f"{listener.username} was not in favorites")
     return _action(listener, False, message)

@@ -6,7 +6,7 @@ under /users/me. Both are served.
 from flask import Blueprint, g
 
 from ..auth import checks_user_itself, current_user, parsed, require_user
-from ..domain import presence
+from ..domain import presence, status_updates
 from ..extensions import db
 from ..limits import heartbeat_limit, presence_lookups_limit
 from ..schemas import (
@@ -47,9 +47,8 @@ def heartbeat():
 def update_my_status():
     """Change the caller's online, busy or wait_time state."""
     changes = parsed(json_body, status_update_schema)
-    status = presence.update_status(current_user().id, changes)
-    db.session.commit()
-    return status_schema.dump(status)
+    parsed(presence.check_update, changes)
+    return status_schema.dump(status_updates.commit(g.user_id, changes))
 
 
 @bp.get("/users/<user_id>/presence")

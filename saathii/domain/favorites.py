@@ -36,15 +36,25 @@ def _two_users():
         User.id.in_([sa.bindparam("caller"), sa.bindparam("listener")]))
 
 
-def _caller_and_user(caller_id, user_id):
-    """The caller (401 if their account is gone) and another user (or None), in one
-    query: a change to favorites checks the caller's account itself."""
-    found = {row.id: row for row in _core().execute(
-        _two_users(), {"caller": caller_id, "listener": user_id})}
-    caller = found.get(caller_id)
+ADDED, REMOVED = "added", "removed"
+
+
+def checked(kind, users, caller_id, listener_id):
+    """The rules of a change, on the accounts read for it: (caller, listener) or the
+    error refusing it. 401 if the caller's account is gone; adding needs an active
+    listener other than the caller (400, 404); removing, any user that exists (404)."""
+    caller = users.get(caller_id)
     if caller is None or not caller.is_active:
         raise unauthorized()
-    return caller, found.get(user_id)
+    listener = users.get(listener_id)
+    if kind == ADDED:
+        if listener_id == caller_id:
+            raise bad_request("Cannot favorite yourself")
+        if listener is None or listener.role != "listener" or not listener.is_active:
+            raise not_found("Listener not found")
+    elif listener is None:
+        raise not_found("Listener not found")
+    return caller, listener
 
 
 @prebuilt
@@ -58,14 +68,15 @@ def _changed(caller):
     _core().execute(_bump_version(), {"caller": caller.id})
 
 
-def _favorite_event(kind, user, listener_id):
-    emit(Event(
+def favorite_event(kind, user, listener_id, now=None):
+    """The event a favorite change sends (stored for replay to the listener)."""
+    return Event(
         type=f"favorite_{kind}",
         data={"user_id": user.id, "username": user.username,
-              "action": f"{kind}_you_to_favorites" if kind == "added"
+              "action": f"{kind}_you_to_favorites" if kind == ADDED
               else f"{kind}_you_from_favorites"},
-        subject_id=listener_id,
-    ), store=True)
+        subject_id=listener_id, timestamp=now or clock.now(),
+    )
 
 
 @prebuilt
@@ -85,34 +96,38 @@ def _delete_favorite():
                                      Favorite.listener_id == sa.bindparam("listener"))
 
 
-def add_favorite(caller_id, listener_id):
-    """Favorite a listener; return (listener, created). Idempotent. 401 if the caller's
-    account is gone."""
-    caller, listener = _caller_and_user(caller_id, listener_id)
-    if listener_id == caller_id:
-        raise bad_request("Cannot favorite yourself")
-    if listener is None or listener.role != "listener" or not listener.is_active:
-        raise not_found("Listener not found")
-    created = _core().execute(_insert_favorite(), {
-        "caller": caller_id, "listener": listener_id, "now": clock.now()}).scalar()
-    if created is not None:
+def write_one(connection, kind, caller_id, listener_id, now):
+    """Add or remove one favorite; whether it changed anything."""
+    if kind == ADDED:
+        return connection.execute(_insert_favorite(), {
+            "caller": caller_id, "listener": listener_id, "now": now}).scalar() is not None
+    return connection.execute(_delete_favorite(), {
+        "caller": caller_id, "listener": listener_id}).rowcount > 0
+
+
+def _change(kind, caller_id, listener_id):
+    # The caller and the listener in one query: a change to favorites checks the
+    # caller's account itself.
+    users = {row.id: row for row in _core().execute(
+        _two_users(), {"caller": caller_id, "listener": listener_id})}
+    caller, listener = checked(kind, users, caller_id, listener_id)
+    changed = write_one(_core(), kind, caller_id, listener_id, clock.now())
+    if changed:
         _changed(caller)
-        _favorite_event("added", caller, listener_id)
-    return listener, created is not None
+        emit(favorite_event(kind, caller, listener_id), store=True)
+    return listener, changed
+
+
+def add_favorite(caller_id, listener_id):
+    """Favorite a listener in the session's transaction; return (listener, created).
+    Idempotent. 401 if the caller's account is gone."""
+    return _change(ADDED, caller_id, listener_id)
 
 
 def remove_favorite(caller_id, listener_id):
-    """Unfavorite a user; return (listener, removed). Idempotent. 401 if the caller's
-    account is gone."""
-    caller, listener = _caller_and_user(caller_id, listener_id)
-    if listener is None:
-        raise not_found("Listener not found")
-    removed = _core().execute(_delete_favorite(), {
-        "caller": caller_id, "listener": listener_id}).rowcount > 0
-    if removed:
-        _changed(caller)
-        _favorite_event("removed", caller, listener_id)
-    return listener, removed
+    """Unfavorite a user in the session's transaction; return (listener, removed).
+    Idempotent. 401 if the caller's account is gone."""
+    return _change(REMOVED, caller_id, listener_id)
 
 
 def is_favorited(user, listener_id):

@@ -3,6 +3,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import aliased, joinedload
 from sqlalchemy.orm.exc import StaleDataError
 
+from ..auth import Caller
 from ..clock import clock, isoformat
 from ..errors import APIError, bad_request, not_found, unauthorized
 from ..fields import is_id
@@ -47,9 +48,20 @@ def _event_type(status, was_online, was_busy):
 def change_status(status, is_online=None, is_busy=None, wait_time=..., seen=False):
     """Apply a presence change, keep its rules, and emit one event if the state changed.
 
-    Every change of presence, from any source, goes through here.
+    Every change of presence, from any source, goes through here (or, for writers that
+    change many users at once in a transaction of their own, through changed_status).
     """
-    now = clock.now()
+    event = changed_status(status, is_online, is_busy, wait_time, seen)
+    if event is not None:
+        emit(event)
+    return status
+
+
+def changed_status(status, is_online=None, is_busy=None, wait_time=..., seen=False,
+                   now=None):
+    """Apply a presence change to a status (a row, or a Status) and keep its rules;
+    return the one event it makes, or None if the state did not change."""
+    now = now or clock.now()
     before = (status.is_online, status.is_busy, status.wait_time)
     online = status.is_online if is_online is None else is_online
     busy = status.is_busy if is_busy is None else is_busy
@@ -67,11 +79,39 @@ def change_status(status, is_online=None, is_busy=None, wait_time=..., seen=Fals
         status.last_seen = now
     if (online, busy, wait) != before:
         status.updated_at = now
-        emit(Event(_event_type(status, before[0], before[1]), presence_of(status),
-                   subject_id=status.user_id, timestamp=now))
-    elif seen:
+        return Event(_event_type(status, before[0], before[1]), presence_of(status),
+                     subject_id=status.user_id, timestamp=now)
+    if seen:
         status.updated_at = now
-    return status
+    return None
+
+
+class Status:
+    """A status row read as plain values by a batched writer, changed by changed_status."""
+
+    __slots__ = ("user_id", "is_online", "is_busy", "wait_time", "busy_since", "last_seen",
+                 "created_at", "updated_at", "version", "user")
+
+    def __init__(self, user_id, is_online, is_busy, wait_time, busy_since, last_seen,
+                 created_at, updated_at, version, username, role):
+        self.user_id, self.is_online, self.is_busy = user_id, is_online, is_busy
+        self.wait_time, self.busy_since, self.last_seen = wait_time, busy_since, last_seen
+        self.created_at, self.updated_at, self.version = created_at, updated_at, version
+        self.user = Caller(user_id, username, role)
+
+    def values(self):
+        """What status_schema shows of it."""
+        return {"user_id": self.user_id, "is_online": self.is_online,
+                "is_busy": self.is_busy, "wait_time": self.wait_time,
+                "last_seen": self.last_seen, "created_at": self.created_at,
+                "updated_at": self.updated_at}
+
+
+def arrival(user_id, username, role, created_at, now):
+    """The event of an offline user's beat that brought them online (see beats)."""
+    status = Status(user_id, False, False, None, None, None, created_at, None, None,
+                    username, role)
+    return changed_status(status, is_online=True, seen=True, now=now)
 
 
 def heartbeat(user_id):
@@ -80,15 +120,15 @@ def heartbeat(user_id):
 
 
 def beat(user_id):
-    """The common heartbeat, of an active user already online: written in one statement
-    with the beats that arrive meanwhile (see beats), committed before it returns; it
-    changes no state, so it sends no event. Returns False when it did not apply (user
-    offline, unknown or inactive): then heartbeat() must run."""
-    return beats.batcher().beat(user_id)
+    """An active user's heartbeat, written in one transaction with the beats that arrive
+    meanwhile (see beats) and committed before it returns: an offline user comes online
+    (one event). Returns False when it did not apply (no status row yet, or no active
+    account): then heartbeat() must run."""
+    return beats.batcher().submit(user_id)
 
 
-def update_status(user_id, changes):
-    """Apply a client's status update (any of is_online, is_busy, wait_time)."""
+def check_update(changes):
+    """Refuse a status update that is empty or contradicts itself (400)."""
     if not changes:
         raise bad_request("No status fields to update")
     is_online, is_busy = changes.get("is_online"), changes.get("is_busy")
@@ -97,10 +137,18 @@ def update_status(user_id, changes):
         raise bad_request("A user who is offline cannot be busy")
     if changes.get("wait_time") is not None and (is_busy is False or is_online is False):
         raise bad_request(WAIT_TIME_NEEDS_BUSY)
-    return _apply(user_id, lambda status: _update(status, changes))
 
 
-def _update(status, changes):
+def update_status(user_id, changes):
+    """Apply a client's status update (any of is_online, is_busy, wait_time) in the
+    session's transaction (the caller commits)."""
+    check_update(changes)
+    return _apply(user_id, lambda status: apply_update(status, changes))
+
+
+def apply_update(status, changes, change=change_status):
+    """Apply a client's status update to a status by the rules (409 if wait_time is given
+    to a user who does not stay busy); return what change returns."""
     is_online, is_busy = changes.get("is_online"), changes.get("is_busy")
     if is_busy and is_online is None:
         is_online = True  # going busy means being in the app
@@ -109,8 +157,8 @@ def _update(status, changes):
     if changes.get("wait_time") is not None and not stays_busy:
         # A fine request, but not for a user who is not busy now.
         raise APIError(409, WAIT_TIME_NEEDS_BUSY)
-    return change_status(status, is_online=is_online, is_busy=is_busy,
-                         wait_time=changes.get("wait_time", ...), seen=True)
+    return change(status, is_online=is_online, is_busy=is_busy,
+                  wait_time=changes.get("wait_time", ...), seen=True)
 
 
 def _apply(user_id, change):

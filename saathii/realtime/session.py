@@ -17,6 +17,7 @@ from ..domain import prebuilt, presence, read
 from ..events import stored_events
 from ..extensions import db
 from ..errors import APIError
+from ..threads import light_thread
 from ..models import Favorite, FeedEvent, User
 from . import inbox, messages
 from .hub import Connection, message
@@ -71,38 +72,6 @@ class BoundedSocket:
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
-
-
-class Greenlet:
-    """The part of threading.Thread a socket's reader and writer use, as a bare greenlet:
-    under gevent's monkey patching a patched Thread costs ten times more to start."""
-
-    def __init__(self, target, name="greenlet"):
-        self.target = target
-        self.name = name
-        self.greenlet = None
-
-    def start(self):
-        import gevent
-
-        self.greenlet = gevent.spawn(self.target)
-
-    def join(self, timeout=None):
-        if self.greenlet is not None:
-            self.greenlet.join(timeout)
-
-    def is_alive(self):
-        return self.greenlet is not None and not self.greenlet.dead
-
-
-def light_thread(target, name="thread", daemon=True):
-    """A daemon thread for a socket (simple-websocket's thread_class): a greenlet under
-    gevent (the gunicorn worker), a real thread otherwise (the development server)."""
-    from gevent import monkey
-
-    if monkey.is_module_patched("threading"):
-        return Greenlet(target, name)
-    return threading.Thread(target=target, name=name, daemon=daemon)
 
 
 @prebuilt

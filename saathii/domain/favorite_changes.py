@@ -1,0 +1,125 @@
+"""Favorite adds and removes of many users written together: one transaction per batch.
+
+A change joins the batch that forms while the previous one is being written (see
+batches.Batcher): the accounts are read and key-share locked in one statement, each change checked by the same
+rules as alone (favorites.checked), the adds written in one statement and the removes
+in another, the lists' versions and the stored events in one statement each, one
+commit, then the events published. A change refused by the rules (400, 404) refuses no
+other of its batch; the lock keeps an account read from being deleted before the commit.
+"""
+import sqlalchemy as sa
+
+from ..clock import clock
+from ..errors import APIError
+from ..events import store_events, transaction
+from ..models import Favorite, User
+from . import in_ids, prebuilt, upsert
+from .batches import Batcher, app_batcher
+from .favorites import ADDED, REMOVED, checked, favorite_event, write_one
+
+KEY = "saathii_favorite_changes"
+
+
+def commit(kind, caller_id, listener_id):
+    """Add (ADDED) or remove (REMOVED) a favorite and commit it; return (listener,
+    changed). Written with the changes that arrive meanwhile, in one transaction (see
+    write_changes)."""
+    return batcher().submit((kind, caller_id, listener_id))
+
+
+def batcher():
+    """The app's batcher of favorite changes."""
+    return app_batcher(KEY, lambda timeout: Batcher(write_changes, timeout))
+
+
+@prebuilt
+def _accounts():
+    """The accounts of :ids, locked FOR KEY SHARE (PostgreSQL) until the commit: none can
+    be deleted between this read and the writes that refer to it (a foreign key error
+    would fail every change of the batch); updates of them do not wait."""
+    return sa.select(User.id, User.username, User.role, User.is_active).where(
+        in_ids(User.id, "ids")).order_by(User.id).with_for_update(read=True, key_share=True)
+
+
+@prebuilt
+def _bump_versions():
+    return (sa.update(User).where(in_ids(User.id, "ids"))
+            .values(favorites_version=User.favorites_version + 1))
+
+
+@prebuilt
+def _insert_favorites():
+    return (
+        upsert(Favorite)
+        .values(user_id=sa.bindparam("caller"), listener_id=sa.bindparam("listener"),
+                created_at=sa.bindparam("now", type_=Favorite.created_at.type))
+        .on_conflict_do_nothing(index_elements=["user_id", "listener_id"])
+        .returning(Favorite.user_id, Favorite.listener_id)
+    )
+
+
+@prebuilt
+def _delete_favorites():
+    return (
+        sa.delete(Favorite)
+        .where(sa.tuple_(Favorite.user_id, Favorite.listener_id)
+               .in_(sa.bindparam("pairs", expanding=True)))
+        .returning(Favorite.user_id, Favorite.listener_id)
+    )
+
+
+def _write_all(connection, changes, now):
+    """Add and remove distinct favorites: one statement for the adds, one for the
+    removes (sorted, so concurrent batches wait for each other rather than deadlock);
+    the (kind, caller id, listener id) that changed something."""
+    adds = sorted((c, l) for kind, c, l in changes if kind == ADDED)
+    removes = sorted((c, l) for kind, c, l in changes if kind == REMOVED)
+    done = set()
+    if adds:
+        rows = connection.execute(_insert_favorites(), [
+            {"caller": c, "listener": l, "now": now} for c, l in adds])
+        done.update((ADDED, c, l) for c, l in rows)
+    if removes:
+        rows = connection.execute(_delete_favorites(), {"pairs": removes})
+        done.update((REMOVED, c, l) for c, l in rows)
+    return done
+
+
+def write_changes(items, events):
+    """Apply (kind, caller id, listener id) favorite changes of many users in one
+    transaction: the accounts read in one statement, each change checked by the same
+    rules, the adds written in one statement and the removes in another (each in turn
+    when one favorite is changed twice in the batch), the changed callers' versions
+    moved in one statement, their events stored in one statement, one commit; the
+    events appended to events. Per item: (listener, changed) or the error refusing it."""
+    now = clock.now()
+    with transaction(events) as connection:
+        ids = {user_id for _, caller_id, listener_id in items
+               for user_id in (caller_id, listener_id)}
+        users = {row.id: row for row in connection.execute(_accounts(),
+                                                           {"ids": sorted(ids)})}
+        results, valid = [], []
+        for kind, caller_id, listener_id in items:
+            try:
+                caller, listener = checked(kind, users, caller_id, listener_id)
+            except APIError as err:
+                results.append(err)
+                continue
+            results.append((listener, False))
+            valid.append((len(results) - 1, kind, caller, listener_id))
+        changes = [(kind, caller.id, listener_id) for _, kind, caller, listener_id in valid]
+        if len({change[1:] for change in changes}) == len(changes):
+            done = _write_all(connection, changes, now)
+            changed = [change in done for change in changes]
+        else:
+            changed = [write_one(connection, *change, now) for change in changes]
+        callers = set()
+        for (index, kind, caller, listener_id), did in zip(valid, changed):
+            if did:
+                results[index] = (results[index][0], True)
+                callers.add(caller.id)
+                events.append(favorite_event(kind, caller, listener_id, now))
+        if callers:
+            connection.execute(_bump_versions(), {"ids": sorted(callers)})
+        store_events(connection, events)
+    return results

@@ -1,0 +1,168 @@
+"""Status updates of many users written together: one transaction per batch.
+
+A PUT of a user's status joins the batch that forms while the previous one is being
+written (see batches.Batcher): the batch's rows are read and locked in one statement, each
+update applied in turn by the same rules as alone (presence.changed_status, one event per
+real change), the changed rows written in one statement with the version check the
+sweeper and every writer use, one commit, then the events published. An update refused
+by the rules (409) refuses no other of its batch.
+"""
+from functools import partial
+
+import sqlalchemy as sa
+
+from ..clock import clock
+from ..errors import APIError, unauthorized
+from ..events import naive_utc, transaction
+from ..extensions import db
+from ..models import User, UserStatus
+from . import in_ids, prebuilt
+from .batches import Batcher, app_batcher
+from .presence import MAX_ATTEMPTS, Status, apply_update, changed_status, update_status
+
+KEY = "saathii_status_updates"
+
+
+def commit(user_id, changes):
+    """Apply a client's status update (checked by presence.check_update) and commit it;
+    return the new status (401 if the account is gone). Written with the updates of
+    other users that arrive meanwhile, in one transaction (see write_updates)."""
+    found = batcher().submit((user_id, changes))
+    if found is None:  # no status row yet, or no active account
+        if not _is_active(user_id):
+            raise unauthorized()
+        found = update_status(user_id, changes)
+        db.session.commit()
+    return found
+
+
+def batcher():
+    """The app's batcher of status updates."""
+    return app_batcher(KEY, lambda timeout: Batcher(write_updates, timeout))
+
+
+def _statuses_read():
+    """The status rows of the active users among :ids, in id order."""
+    return (
+        sa.select(UserStatus.user_id, UserStatus.is_online, UserStatus.is_busy,
+                  UserStatus.wait_time, UserStatus.busy_since, UserStatus.last_seen,
+                  UserStatus.created_at, UserStatus.updated_at, UserStatus.version,
+                  User.username, User.role)
+        .join(User, User.id == UserStatus.user_id)
+        .where(in_ids(UserStatus.user_id, "ids"), User.is_active == sa.true())
+        .order_by(UserStatus.user_id)
+    )
+
+
+@prebuilt
+def _locked_statuses():
+    """_statuses_read, the rows locked until the commit (in id order, as every batch
+    locks them)."""
+    return _statuses_read().with_for_update(of=UserStatus)
+
+
+@prebuilt
+def _write_status():
+    """One user's new status, if its version is still the one read (the sweeper and
+    every other writer check and move it too)."""
+    value = {name: sa.bindparam(f"new_{name}", type_=getattr(UserStatus, name).type)
+             for name in ("is_online", "is_busy", "wait_time", "busy_since", "last_seen",
+                          "updated_at")}
+    return (
+        sa.update(UserStatus)
+        .where(UserStatus.user_id == sa.bindparam("id"),
+               UserStatus.version == sa.bindparam("read_version"))
+        .values(**value, version=UserStatus.version + 1)
+    )
+
+
+class _Stale(Exception):
+    """A row's version moved between the read and the write: the batch is redone. (The
+    rows are locked from the read, and SQLite's transaction holds its write lock, so
+    this is the version rule kept, not a path taken.)"""
+
+
+def write_updates(items, events):
+    """Apply (user id, changes) status updates of many users in one transaction: their
+    rows read and locked in one statement, each update applied in turn by the rules of
+    changed_status (one event per real change), the changed rows written in one
+    statement, one commit; the events appended to events. Per item: the new status
+    values, the error refusing it, or None when the user has no status row or no active
+    account."""
+    for _attempt in range(MAX_ATTEMPTS):
+        made = []
+        try:
+            results = _write_updates(items, made)
+        except _Stale:
+            continue  # another writer got there first: rolled back, read afresh and redone
+        events.extend(made)
+        return results
+    raise APIError(409, "The status changed concurrently; try again")
+
+
+def _write_updates(items, events):
+    now = clock.now()
+    with transaction(events) as connection:
+        rows = connection.execute(_locked_statuses(),
+                                  {"ids": sorted({user_id for user_id, _ in items})})
+        found = {row[0]: Status(*row) for row in rows}
+        results, changed = [], {}
+        for user_id, changes in items:
+            status = found.get(user_id)
+            if status is None:
+                results.append(None)
+                continue
+            try:
+                event = apply_update(status, changes, partial(changed_status, now=now))
+            except APIError as err:
+                results.append(err)
+                continue
+            if event is not None:
+                events.append(event)
+            changed[user_id] = status
+            results.append(status.values())
+        if changed and not _written(connection, changed.values()):
+            raise _Stale()
+    return results
+
+
+# PostgreSQL writes a batch's rows in one statement, from arrays (executemany would
+# send, and run, one UPDATE per row); the version check is the same. Timestamps are
+# naive UTC, as the models store them.
+_WRITE_STATUSES = sa.text("""
+UPDATE user_status AS s SET is_online = v.is_online, is_busy = v.is_busy,
+  wait_time = v.wait_time, busy_since = v.busy_since, last_seen = v.last_seen,
+  updated_at = v.updated_at, version = s.version + 1
+FROM unnest(CAST(:ids AS bigint[]), CAST(:versions AS integer[]),
+  CAST(:online AS boolean[]), CAST(:busy AS boolean[]), CAST(:wait AS integer[]),
+  CAST(:since AS timestamp[]), CAST(:seen AS timestamp[]), CAST(:updated AS timestamp[]))
+  AS v(user_id, read_version, is_online, is_busy, wait_time, busy_since, last_seen,
+       updated_at)
+WHERE s.user_id = v.user_id AND s.version = v.read_version
+""")
+
+
+def _written(connection, statuses):
+    """Write the changed rows; whether every one still had the version read."""
+    statuses = list(statuses)
+    if connection.dialect.name == "postgresql":
+        result = connection.execute(_WRITE_STATUSES, {
+            "ids": [s.user_id for s in statuses], "versions": [s.version for s in statuses],
+            "online": [s.is_online for s in statuses], "busy": [s.is_busy for s in statuses],
+            "wait": [s.wait_time for s in statuses],
+            "since": [naive_utc(s.busy_since) for s in statuses],
+            "seen": [naive_utc(s.last_seen) for s in statuses],
+            "updated": [naive_utc(s.updated_at) for s in statuses]})
+        return result.rowcount == len(statuses)
+    params = [{"id": s.user_id, "read_version": s.version, "new_is_online": s.is_online,
+               "new_is_busy": s.is_busy, "new_wait_time": s.wait_time,
+               "new_busy_since": s.busy_since, "new_last_seen": s.last_seen,
+               "new_updated_at": s.updated_at} for s in statuses]
+    result = connection.execute(_write_status(), params)
+    return not connection.dialect.supports_sane_multi_rowcount \
+        or result.rowcount == len(params)
+
+
+def _is_active(user_id):
+    user = db.session.get(User, user_id)
+    return user is not None and user.is_active
