@@ -29,6 +29,12 @@ def written(write, items):
     return results
 
 
+def deactivate(app, account):
+    with app.app_context():
+        db.session.get(User, account.id).is_active = False
+        db.session.commit()
+
+
 def go_online(client, *accounts):
     for account in accounts:
         assert client.post("/both/status/heartbeat", headers=account.headers).status_code == 200
@@ -37,9 +43,7 @@ def go_online(client, *accounts):
 def test_status_updates_of_many_users_in_one_batch(app, client, make_user, events):
     first, second, gone = (make_user(f"toggler_{n}") for n in range(3))
     go_online(client, first, second)
-    with app.app_context():
-        db.session.get(User, gone.id).is_active = False
-        db.session.commit()
+    deactivate(app, gone)
     events.clear()
     clock.advance(5)
     with app.app_context():
@@ -116,13 +120,12 @@ def test_beats_bring_offline_users_online_in_one_batch(app, client, make_user, e
         make_user("beat_online"), make_user("beat_offline"),
         make_user("beat_customer", "customer"), make_user("beat_gone"))
     go_online(client, online)
-    with app.app_context():
-        db.session.get(User, gone.id).is_active = False
-        db.session.commit()
+    deactivate(app, gone)
     events.clear()
     clock.advance(5)
     with app.app_context():
-        applied = written(beats.write_beats, [online.id, offline.id, customer.id, gone.id, offline.id])
+        applied = written(beats.write_beats,
+                          [online.id, offline.id, customer.id, gone.id, offline.id])
     assert applied == [True, True, True, False, True]
     assert [(e.type, e.subject_id) for e in events] == [
         ("listener_online", offline.id), ("presence_update", customer.id)]
@@ -188,6 +191,30 @@ def test_a_favorite_batch_of_a_gone_caller_is_refused_with_401(app, customer, li
             (favorites.ADDED, customer.id, listener.id),
             (favorites.REMOVED, customer.id, listener.id)])
     assert [r.status for r in results] == [401, 401]
+
+
+def test_an_account_a_favorite_batch_read_is_not_deleted_before_its_commit(
+        app, customer, listener, monkeypatch):
+    """PostgreSQL: the accounts are read FOR KEY SHARE, so a deletion between the read and
+    the insert cannot make a foreign key error fail every change of the batch."""
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip("SQLite: the batch holds the write lock, no writer gets in between")
+    real, tried = favorite_changes.checked, []
+
+    def deleting_meanwhile(*args):
+        with db.engine.connect() as other:
+            other.exec_driver_sql("SET lock_timeout = '200ms'")
+            with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+                other.execute(sa.delete(User).where(User.id == listener.id))
+            other.rollback()
+        tried.append(True)
+        return real(*args)
+
+    monkeypatch.setattr(favorite_changes, "checked", deleting_meanwhile)
+    with app.app_context():
+        results = written(favorite_changes.write_changes,
+                          [(favorites.ADDED, customer.id, listener.id)])
+    assert tried == [True] and results[0][0].id == listener.id and results[0][1] is True
 
 
 def test_a_failed_favorite_batch_stores_and_announces_nothing(app, customer, listener,

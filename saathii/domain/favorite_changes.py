@@ -1,11 +1,11 @@
 """Favorite adds and removes of many users written together: one transaction per batch.
 
 A change joins the batch that forms while the previous one is being written (see
-batches.Batcher): the accounts are read and key-share locked in one statement, each change checked by the same
-rules as alone (favorites.checked), the adds written in one statement and the removes
-in another, the lists' versions and the stored events in one statement each, one
-commit, then the events published. A change refused by the rules (400, 404) refuses no
-other of its batch; the lock keeps an account read from being deleted before the commit.
+batches.Batcher): the accounts are read in one statement (locked against deletion until
+the commit), each change checked by the same rules as alone (favorites.checked), the
+adds written in one statement and the removes in another, the lists' versions and the
+stored events in one statement each, one commit, then the events published. A change
+refused by the rules (400, 404) refuses no other of its batch.
 """
 import sqlalchemy as sa
 
@@ -13,9 +13,9 @@ from ..clock import clock
 from ..errors import APIError
 from ..events import store_events, transaction
 from ..models import Favorite, User
-from . import in_ids, prebuilt, upsert
+from . import in_ids, prebuilt
 from .batches import Batcher, app_batcher
-from .favorites import ADDED, REMOVED, checked, favorite_event, write_one
+from .favorites import ADDED, REMOVED, checked, favorite_event, insert_favorite, write_one
 
 KEY = "saathii_favorite_changes"
 
@@ -48,17 +48,6 @@ def _bump_versions():
 
 
 @prebuilt
-def _insert_favorites():
-    return (
-        upsert(Favorite)
-        .values(user_id=sa.bindparam("caller"), listener_id=sa.bindparam("listener"),
-                created_at=sa.bindparam("now", type_=Favorite.created_at.type))
-        .on_conflict_do_nothing(index_elements=["user_id", "listener_id"])
-        .returning(Favorite.user_id, Favorite.listener_id)
-    )
-
-
-@prebuilt
 def _delete_favorites():
     return (
         sa.delete(Favorite)
@@ -76,7 +65,7 @@ def _write_all(connection, changes, now):
     removes = sorted((c, l) for kind, c, l in changes if kind == REMOVED)
     done = set()
     if adds:
-        rows = connection.execute(_insert_favorites(), [
+        rows = connection.execute(insert_favorite(), [
             {"caller": c, "listener": l, "now": now} for c, l in adds])
         done.update((ADDED, c, l) for c, l in rows)
     if removes:

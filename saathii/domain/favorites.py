@@ -80,13 +80,15 @@ def favorite_event(kind, user, listener_id, now=None):
 
 
 @prebuilt
-def _insert_favorite():
+def insert_favorite():
+    """Add :caller's favorite :listener at :now unless it exists; RETURNING the pair added
+    (one row per pair given: a batch sends many)."""
     return (
         upsert(Favorite)
         .values(user_id=sa.bindparam("caller"), listener_id=sa.bindparam("listener"),
                 created_at=sa.bindparam("now", type_=Favorite.created_at.type))
         .on_conflict_do_nothing(index_elements=["user_id", "listener_id"])
-        .returning(Favorite.id)
+        .returning(Favorite.user_id, Favorite.listener_id)
     )
 
 
@@ -99,7 +101,7 @@ def _delete_favorite():
 def write_one(connection, kind, caller_id, listener_id, now):
     """Add or remove one favorite; whether it changed anything."""
     if kind == ADDED:
-        return connection.execute(_insert_favorite(), {
+        return connection.execute(insert_favorite(), {
             "caller": caller_id, "listener": listener_id, "now": now}).scalar() is not None
     return connection.execute(_delete_favorite(), {
         "caller": caller_id, "listener": listener_id}).rowcount > 0
