@@ -141,11 +141,13 @@ def transaction(events):
             bus().stage(connection, events)
 
 
-# PostgreSQL: the rows from arrays, ids drawn from the sequence in the arrays' order.
+# PostgreSQL: the rows from arrays, inserted (and so given their ids from the sequence)
+# in the arrays' order.
 _STORE_UNNEST = sa.text("""
 INSERT INTO feed_events (user_id, type, data, created_at)
-SELECT * FROM unnest(CAST(:users AS bigint[]), CAST(:types AS varchar[]),
-                     CAST(:data AS json[]), CAST(:created AS timestamp[]))
+SELECT u, t, d, c FROM unnest(CAST(:users AS bigint[]), CAST(:types AS varchar[]),
+                              CAST(:data AS json[]), CAST(:created AS timestamp[]))
+  WITH ORDINALITY AS v(u, t, d, c, n) ORDER BY n
 RETURNING id
 """)
 

@@ -26,7 +26,7 @@ class Greenlet:
 
 
 def light_thread(target, name="thread", daemon=True):
-    """A daemon thread for a socket (simple-websocket's thread_class): a greenlet under
+    """A daemon thread (simple-websocket's thread_class, batch writers): a greenlet under
     gevent (the gunicorn worker), a real thread otherwise (the development server)."""
     from gevent import monkey
 

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 from saathii.clock import clock, isoformat
 from saathii.domain import beats, favorite_changes, favorites, status_updates
+from saathii.domain.batches import Batcher
 from saathii.errors import APIError
 from saathii.events import bus, stored_events
 from saathii.extensions import db
@@ -83,7 +84,7 @@ def test_a_failed_status_batch_changes_nothing_and_announces_nothing(
 
     monkeypatch.setattr(status_updates, "_written", broken)
     with app.app_context(), pytest.raises(sa.exc.OperationalError):
-        written(status_updates.write_updates, [(listener.id, {"is_busy": True})])
+        Batcher(status_updates.write_updates).submit((listener.id, {"is_busy": True}))
     assert status_row(app, listener.id) == before and events == []
 
 
@@ -224,7 +225,8 @@ def test_a_failed_favorite_batch_stores_and_announces_nothing(app, customer, lis
 
     monkeypatch.setattr(favorite_changes, "store_events", broken)
     with app.app_context(), pytest.raises(sa.exc.OperationalError):
-        written(favorite_changes.write_changes, [(favorites.ADDED, customer.id, listener.id)])
+        Batcher(favorite_changes.write_changes).submit(
+            (favorites.ADDED, customer.id, listener.id))
     assert events == []
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Favorite)) == 0

@@ -102,8 +102,12 @@ def test_a_failed_write_fails_every_change_of_its_batch_and_the_next_batch_still
     writer.release.set()
     for thread in first + more:
         thread.join(WAIT)
-    # Each answered as a lone change would be (the error handlers make this one a 503).
-    assert results[2] is later[4] is later[6] is failure
+    # Each answered as a lone change would be (the error handlers make this one a 503),
+    # by an exception of its own.
+    outcomes = [results[2], later[4], later[6]]
+    assert all(isinstance(outcome, OperationalError) and outcome.__cause__ is failure
+               and outcome is not failure for outcome in outcomes)
+    assert len({id(outcome) for outcome in outcomes}) == 3
     assert len(writer.batches) == 2
     writer.fail = None
     assert batcher.submit(8) is True  # the batcher is not stuck after a failure
@@ -116,10 +120,12 @@ class DeadlineBatch(batches.Batch):
     __slots__ = ()
     passes = staticmethod(lambda batch: True)
     timed_out = False
+    made = []
 
     def __init__(self):
         super().__init__()
         self.done = DeadlineEvent(self)
+        DeadlineBatch.made.append(self)
 
 
 class DeadlineEvent(threading.Event):
@@ -172,11 +178,12 @@ def test_a_change_whose_deadline_passes_while_its_batch_is_written_gets_the_trut
     writer = GatedWriter()
     monkeypatch.setattr(batches, "Batch", DeadlineBatch)
     monkeypatch.setattr(DeadlineBatch, "passes", staticmethod(lambda batch: batch.taken))
+    monkeypatch.setattr(DeadlineBatch, "made", [])
     batcher = Batcher(writer)
     first, results = submit_in_threads(batcher, [2])
     until(lambda: writer.batches == [[2]])
-    time.sleep(0.05)  # the deadline has passed: the waiter waits on for the outcome
-    assert results == {}
+    until(lambda: DeadlineBatch.made[0].done.fired)  # its deadline has passed
+    assert results == {}  # it waits on for the outcome
     writer.release.set()
     for thread in first:
         thread.join(WAIT)
@@ -184,16 +191,32 @@ def test_a_change_whose_deadline_passes_while_its_batch_is_written_gets_the_trut
 
 
 def test_an_event_that_fails_to_publish_leaves_the_committed_change_answered(
-        app, monkeypatch):
-    event = Event("listener_online", {}, subject_id=2)
-    writer = GatedWriter(event=event)
-    writer.release.set()
-    with app.app_context():
-        def broken(published):
-            raise RuntimeError("a subscriber failed")
+        app, monkeypatch, caplog):
+    """The change committed: its request is answered, the next event is still
+    published, the failure is logged, and the writer goes on."""
+    first, second = (Event("listener_online", {}, subject_id=n) for n in (2, 4))
 
-        monkeypatch.setattr(bus(), "publish", broken)
-        assert Batcher(writer).submit(2) is True
+    def writer(user_ids, events):
+        events.extend([first, second])
+        return [True for _ in user_ids]
+
+    published = []
+
+    def publish(event):
+        if event is first:
+            raise RuntimeError("a subscriber failed")
+        published.append(event)
+
+    batcher = Batcher(writer)
+    with app.app_context():
+        monkeypatch.setattr(bus(), "publish", publish)
+        assert batcher.submit(2) is True
+        until(lambda: not batcher.writing)
+        assert published == [second]
+        assert "publishing a committed event failed" in caplog.text
+        assert batcher.submit(4) is True  # answered once committed; published after
+        until(lambda: not batcher.writing)
+        assert published == [second, second]
 
 
 def test_concurrent_heartbeats_are_recorded_in_one_batch(app, make_user, monkeypatch):
@@ -280,3 +303,18 @@ def test_a_batch_that_fails_otherwise_is_not_written_again():
     with pytest.raises(OperationalError):
         Batcher(writer).submit(4)
     assert len(calls) == 1
+
+
+def test_a_writer_that_cannot_start_leaves_no_batcher_stuck(monkeypatch):
+    def no_thread(target, name):
+        raise RuntimeError("can't start new thread")
+
+    writer = GatedWriter()
+    writer.release.set()
+    batcher = Batcher(writer)
+    monkeypatch.setattr(batches, "light_thread", no_thread)
+    with pytest.raises(RuntimeError):
+        batcher.submit(2)
+    assert not batcher.writing and batcher.open is None
+    monkeypatch.undo()
+    assert batcher.submit(4) is True and writer.batches == [[4]]

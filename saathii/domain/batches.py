@@ -2,12 +2,15 @@
 
 A change joins the open batch and waits; one writer (a light thread started by the
 change that finds none running) takes the open batch, writes it, answers each change of
-it, then takes the next, so nothing waits for a timer. An answer is always the truth: a
-change whose request deadline passes while its batch is still open is withdrawn (nothing
-of it is written; 503), and once its batch is taken it waits for the outcome, which the
-writer's own deadline bounds. Events are published after the commit, outside that
-deadline: a failure to publish never turns a committed change into an error.
+it, then takes the next, so nothing waits for a timer. The answer is the truth: a change
+whose request deadline passes while its batch is still open is withdrawn (503, never
+written), and once its batch is taken it waits for the outcome, which the writer's own
+deadline bounds. Only a deadline that cuts the COMMIT itself short leaves the outcome
+unknown (503; every change is idempotent, so the client's retry is safe). Events are
+published after the commit, outside that deadline: a failure to publish never turns a
+committed change into an error.
 """
+import copy
 import logging
 import threading
 
@@ -51,51 +54,63 @@ class Batcher:
         self.write = write
         self.timeout = timeout  # the writer's deadline for one batch, in seconds
         self.observe = observe  # called with each batch's size
-        self.lock = threading.Lock()  # guards open, writing and each batch's items
+        self.lock = threading.Lock()  # guards open, writer and each batch's items
         self.open = None  # the batch that items join now
-        self.writing = False  # a writer runs (and will take the open batch)
+        self.writer = None  # the running writer's token: it will take the open batch
+
+    @property
+    def writing(self):
+        """Whether a writer runs."""
+        return self.writer is not None
 
     def submit(self, item):
         """Write the item with its batch; return its result once the batch committed.
         If the batch failed, its error, as a lone change would raise it (nothing of the
-        item was written); 503 if the database is stuck."""
+        item was written, unless its commit's outcome is unknown: see the module)."""
         app = current_app._get_current_object() if has_app_context() else None
+        token = object()
         with self.lock:
             batch = self.open
             if batch is None:
                 batch = self.open = Batch()
             index = len(batch.items)
             batch.items.append(item)
-            start, self.writing = not self.writing, True
+            start = self.writer is None
+            if start:
+                self.writer = token
         if start:
-            light_thread(lambda: self._run(app), "saathii-batch-writer").start()
+            try:
+                light_thread(lambda: self._run(app, token), "saathii-batch-writer").start()
+            except BaseException:
+                self._stopped(token)
+                raise
         self._wait(batch, index)
         if batch.error is not None:
-            if isinstance(batch.error, Exception):
-                raise batch.error  # each of its requests answered as a lone one would be
-            raise unavailable() from batch.error
+            error = _own(batch.error)
+            if error is batch.error:
+                raise error
+            raise error from batch.error
         result = batch.results[index]
         if isinstance(result, Exception):
             raise result
         return result
 
     def _wait(self, batch, index):
-        """Wait for the batch's outcome, or withdraw the item if it is still open."""
+        """Wait for the batch's outcome, or withdraw the item while the batch is open.
+        Once the writer has it, wait on whatever happens: answering 503 then could deny
+        a change that commits (the writer's deadline and the database's statement
+        timeout bound the write)."""
         try:
-            if batch.done.wait(WAIT_SECONDS):
-                return
+            while not batch.done.wait(WAIT_SECONDS):
+                if self._withdraw(batch, index):
+                    raise unavailable()  # no writer came for a minute
         except DeadlineExceeded:
             if self._withdraw(batch, index):
                 raise
-            # Being written: answering 503 now could deny a change that commits.
-            if batch.done.wait(WAIT_SECONDS):
-                return
-            raise
+            batch.done.wait()
         except BaseException:
             self._withdraw(batch, index)
             raise
-        self._withdraw(batch, index)
-        raise unavailable()
 
     def _withdraw(self, batch, index):
         """Take the item out of its batch unless the writer has it; whether it was."""
@@ -105,7 +120,7 @@ class Batcher:
             batch.items[index] = WITHDRAWN
             return True
 
-    def _run(self, app):
+    def _run(self, app, token):
         """The writer: write open batches until none is left."""
         try:
             if app is None:
@@ -114,14 +129,7 @@ class Batcher:
                 with app.app_context():
                     self._drain()
         except BaseException:
-            # The writer itself was killed: the open batch fails (nothing of it was
-            # written) rather than waiting for a writer that never comes.
-            with self.lock:
-                left, self.open = self.open, None
-                self.writing = False
-            if left is not None:
-                left.error = unavailable()
-                left.done.set()
+            self._stopped(token)
             raise
 
     def _drain(self):
@@ -129,10 +137,22 @@ class Batcher:
             with self.lock:
                 batch, self.open = self.open, None
                 if batch is None:
-                    self.writing = False
+                    self.writer = None
                     return
                 batch.taken = True
             self._write(batch)
+
+    def _stopped(self, token):
+        """A writer stopped before its work was done (it could not start, or it was
+        killed): if it is still the writer, the open batch fails (nothing of it was
+        written) rather than waiting for a writer that never comes."""
+        with self.lock:
+            if self.writer is not token:
+                return  # it had finished: another writer may run now
+            left, self.open, self.writer = self.open, None, None
+        if left is not None:
+            left.error = unavailable()
+            left.done.set()
 
     def _write(self, batch):
         """Write a taken batch, answer its items, then publish what it changed."""
@@ -145,7 +165,7 @@ class Batcher:
                 with deadline(self.timeout, "batch"):
                     written, events = self._written([batch.items[i] for i in live])
             results = [None] * len(batch.items)
-            for index, result in zip(live, written):
+            for index, result in zip(live, written, strict=True):
                 results[index] = result
             batch.results = results
         except BaseException as err:  # noqa: BLE001 - every item of it learns
@@ -178,6 +198,19 @@ class Batcher:
                         or attempt == DEADLOCK_ATTEMPTS:
                     raise
                 attempt += 1
+
+
+def _own(error):
+    """A batch's error as one request's own exception: one object raised in many
+    requests would gather all their frames in one traceback."""
+    if isinstance(error, APIError):
+        return APIError(error.status, error.detail, error.errors, error.headers, error.close)
+    if not isinstance(error, Exception):
+        return unavailable()
+    try:
+        return copy.copy(error)
+    except Exception:  # noqa: BLE001 - an exception that cannot be copied
+        return error
 
 
 def app_batcher(key, make):

@@ -59,8 +59,9 @@ def _delete_favorites():
 
 def _write_all(connection, changes, now):
     """Add and remove distinct favorites: one statement for the adds, one for the
-    removes (sorted, so concurrent batches wait for each other rather than deadlock);
-    the (kind, caller id, listener id) that changed something."""
+    removes (sorted: concurrent batches of other processes mostly wait for each other
+    rather than deadlock, and a deadlock's victim is written again, see batches); the
+    (kind, caller id, listener id) that changed something."""
     adds = sorted((c, l) for kind, c, l in changes if kind == ADDED)
     removes = sorted((c, l) for kind, c, l in changes if kind == REMOVED)
     done = set()
