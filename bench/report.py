@@ -154,6 +154,20 @@ def sockets_section(sockets):
     return lines + [""]
 
 
+KEPT = "<!-- Written by hand from here on: bench/run.py keeps it when it rewrites the file. -->"
+
+
+def kept_part(path):
+    """The hand-written part of an existing output file (from the KEPT line on), or ""."""
+    try:
+        with open(path) as file:
+            text = file.read()
+    except FileNotFoundError:
+        return ""
+    start = text.find(KEPT)
+    return "" if start < 0 else "\n" + text[start:]
+
+
 def render(run):
     """The whole Markdown document for one run (a dict built by bench/run.py)."""
     args, results = run["args"], run["results"]

@@ -208,6 +208,7 @@ def main(argv=None):
         log(f"FAILED: {err}")
     document = report.render(run)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    document += report.kept_part(args.output)  # what was written by hand stays
     with open(args.output, "w") as file:
         file.write(document)
     if args.smoke:
