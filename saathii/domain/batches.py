@@ -159,9 +159,9 @@ class Batcher:
         live = [index for index, item in enumerate(batch.items) if item is not WITHDRAWN]
         written, events = (), ()
         try:
-            if self.observe is not None:
-                self.observe(len(live))
             if live:
+                if self.observe is not None:
+                    self.observe(len(live))
                 with deadline(self.timeout, "batch"):
                     written, events = self._written([batch.items[i] for i in live])
             results = [None] * len(batch.items)
