@@ -13,6 +13,7 @@ committed change into an error.
 import copy
 import logging
 import threading
+import time
 
 import sqlalchemy as sa
 from flask import current_app, has_app_context
@@ -141,6 +142,11 @@ class Batcher:
                     return
                 batch.taken = True
             self._write(batch)
+            # Let the answered requests go and new changes join before the next batch is
+            # taken (a switch under gevent): bigger batches, fewer commits. Measured on
+            # the heartbeat bench: 0.95 ms of worker CPU a beat against 1.07 to 1.13 ms
+            # without it, 0.42 of the floor against 0.36 to 0.39 (BENCHMARKS.md).
+            time.sleep(0)
 
     def _stopped(self, token):
         """A writer stopped before its work was done (it could not start, or it was
