@@ -1,4 +1,5 @@
 """Domain events: queued with the database change, published once it commits."""
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -12,6 +13,8 @@ from . import metrics
 from .clock import clock, isoformat
 from .extensions import db
 from .models import FeedEvent
+
+log = logging.getLogger(__name__)
 
 PENDING_KEY = "saathii_pending_events"
 PRESENCE_TYPES = frozenset({
@@ -200,11 +203,19 @@ def _stage_pending(session):
         bus().stage(session.connection(), pending)
 
 
+def publish_committed(events):
+    """Publish events whose transaction has committed. A failure is logged, never raised:
+    the change stands, and its request must not hear that it failed."""
+    for event in events:
+        try:
+            bus().publish(event)
+        except Exception:  # noqa: BLE001 - committed: the change stands, logged
+            log.exception("publishing a committed event failed")
+
+
 @sa_event.listens_for(db.session, "after_commit")
 def _publish_pending(session):
-    pending = session.info.pop(PENDING_KEY, [])
-    for queued in pending:
-        bus().publish(queued)
+    publish_committed(session.info.pop(PENDING_KEY, []))
 
 
 @sa_event.listens_for(db.session, "after_soft_rollback")

@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from saathii.clock import clock
+from saathii.events import bus
 from saathii.extensions import db
 from saathii.models import UserStatus
 
@@ -263,3 +264,23 @@ def test_ids_with_thousands_of_digits(client, customer):
     response = client.get(f"/users/presence?user_ids={huge}", headers=customer.headers)
     assert response.status_code == 400
     assert response.json == {"detail": "Invalid user IDs format"}
+
+
+def test_a_committed_change_whose_event_fails_to_publish_is_still_answered(
+        app, client, listener, monkeypatch, caplog):
+    """The session's path (a first beat with no status row yet): the change committed,
+    so its request hears 200, the failure is logged, and the change is there."""
+    with app.app_context():
+        db.session.delete(db.session.get(UserStatus, listener.id))
+        db.session.commit()
+
+        def broken(event):
+            raise RuntimeError("a subscriber failed")
+
+        monkeypatch.setattr(bus(), "publish", broken)
+    response = client.post("/both/status/heartbeat", headers=listener.headers)
+    assert (response.status_code, response.json) == (200, {"message": "Heartbeat received"})
+    assert "publishing a committed event failed" in caplog.text
+    monkeypatch.undo()
+    mine = client.get("/both/status/me", headers=listener.headers)
+    assert mine.status_code == 200 and mine.json["is_online"] is True

@@ -20,7 +20,7 @@ from flask import current_app, has_app_context
 
 from ..deadline import DeadlineExceeded, deadline
 from ..errors import APIError, unavailable
-from ..events import bus
+from ..events import publish_committed
 from ..threads import light_thread
 
 log = logging.getLogger(__name__)
@@ -183,11 +183,7 @@ class Batcher:
                 raise
         finally:
             batch.done.set()
-        for event in events:
-            try:
-                bus().publish(event)
-            except Exception:  # noqa: BLE001 - committed: the change stands, logged
-                log.exception("publishing a committed event failed")
+        publish_committed(events)
 
     def _written(self, items):
         """(results, events) of write(items), run again if PostgreSQL chose it as a
