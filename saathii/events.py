@@ -2,7 +2,7 @@
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 import orjson
 import sqlalchemy as sa
@@ -12,7 +12,7 @@ from sqlalchemy import event as sa_event
 from . import metrics
 from .clock import clock, isoformat
 from .extensions import db
-from .models import FeedEvent
+from .models import FeedEvent, naive_utc
 
 log = logging.getLogger(__name__)
 
@@ -171,13 +171,6 @@ def store_events(connection, events):
              "created_at": event.timestamp} for event in events]).scalars()
     for event, event_id in zip(events, ids):
         event.id = event_id
-
-
-def naive_utc(value):
-    """A datetime as the models store it: naive, in UTC."""
-    if value is None or value.tzinfo is None:
-        return value
-    return value.astimezone(timezone.utc).replace(tzinfo=None)
 
 
 def stored_events(user_id, after_id):

@@ -11,6 +11,13 @@ from .extensions import db
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
+def naive_utc(value):
+    """A datetime as the models store it: naive, in UTC."""
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+
 class UTCDateTime(sa.TypeDecorator):
     """Stores naive UTC, returns aware UTC, whatever the backend."""
 
@@ -18,9 +25,7 @@ class UTCDateTime(sa.TypeDecorator):
     cache_ok = True
 
     def process_bind_param(self, value, dialect):
-        if value is not None and value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
-        return value
+        return naive_utc(value)
 
     def process_result_value(self, value, dialect):
         if value is not None:

@@ -13,9 +13,9 @@ import sqlalchemy as sa
 
 from ..clock import clock
 from ..errors import APIError, unauthorized
-from ..events import naive_utc, transaction
+from ..events import transaction
 from ..extensions import db
-from ..models import User, UserStatus
+from ..models import User, UserStatus, naive_utc
 from . import in_ids, prebuilt
 from .batches import Batcher, app_batcher
 from .presence import MAX_ATTEMPTS, Status, apply_update, changed_status, update_status
