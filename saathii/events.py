@@ -106,9 +106,8 @@ def bus():
     return current_app.extensions["saathii_events"]
 
 
-# One INSERT ... RETURNING, built once (no unit of work for a row nobody reads back).
-STORE_EVENT = sa.insert(FeedEvent).returning(FeedEvent.id)
-# Many at once (one INSERT with many rows on PostgreSQL), ids in the order given.
+# Many at once (one INSERT with many rows), ids in the order given; built once (no unit
+# of work for rows nobody reads back).
 STORE_MANY = sa.insert(FeedEvent).returning(FeedEvent.id, sort_by_parameter_order=True)
 
 
@@ -118,9 +117,7 @@ def emit(event, store=False):
     A stored event is also written, in the same transaction, for replay to its recipient.
     """
     if store:
-        event.id = db.session.connection().execute(STORE_EVENT, {
-            "user_id": event.subject_id, "type": event.type, "data": jsonable(event.data),
-            "created_at": event.timestamp}).scalar_one()
+        store_events(db.session.connection(), [event])
     db.session.info.setdefault(PENDING_KEY, []).append(event)
 
 

@@ -12,10 +12,13 @@ import sqlalchemy as sa
 from ..clock import clock
 from ..errors import APIError
 from ..events import store_events, transaction
-from ..models import Favorite, User
-from . import in_ids, prebuilt
+from ..models import Favorite
+from . import prebuilt
 from .batches import Batcher, app_batcher
-from .favorites import ADDED, REMOVED, checked, favorite_event, insert_favorite, write_one
+from .favorites import (
+    ADDED, REMOVED, accounts, bump_versions, checked, favorite_event, insert_favorite,
+    write_one,
+)
 
 KEY = "saathii_favorite_changes"
 
@@ -30,21 +33,6 @@ def commit(kind, caller_id, listener_id):
 def batcher():
     """The app's batcher of favorite changes."""
     return app_batcher(KEY, lambda timeout: Batcher(write_changes, timeout))
-
-
-@prebuilt
-def _accounts():
-    """The accounts of :ids, locked FOR KEY SHARE (PostgreSQL) until the commit: none can
-    be deleted between this read and the writes that refer to it (a foreign key error
-    would fail every change of the batch); updates of them do not wait."""
-    return sa.select(User.id, User.username, User.role, User.is_active).where(
-        in_ids(User.id, "ids")).order_by(User.id).with_for_update(read=True, key_share=True)
-
-
-@prebuilt
-def _bump_versions():
-    return (sa.update(User).where(in_ids(User.id, "ids"))
-            .values(favorites_version=User.favorites_version + 1))
 
 
 @prebuilt
@@ -86,7 +74,7 @@ def write_changes(items, events):
     with transaction(events) as connection:
         ids = {user_id for _, caller_id, listener_id in items
                for user_id in (caller_id, listener_id)}
-        users = {row.id: row for row in connection.execute(_accounts(),
+        users = {row.id: row for row in connection.execute(accounts(),
                                                            {"ids": sorted(ids)})}
         results, valid = [], []
         for kind, caller_id, listener_id in items:
@@ -110,6 +98,6 @@ def write_changes(items, events):
                 callers.add(caller.id)
                 events.append(favorite_event(kind, caller, listener_id, now))
         if callers:
-            connection.execute(_bump_versions(), {"ids": sorted(callers)})
+            connection.execute(bump_versions(), {"ids": sorted(callers)})
         store_events(connection, events)
     return results

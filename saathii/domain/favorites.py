@@ -11,7 +11,7 @@ from ..errors import bad_request, not_found, unauthorized
 from ..events import Event, emit
 from ..extensions import db
 from ..models import Favorite, User, UserStatus
-from . import prebuilt, read, upsert
+from . import in_ids, prebuilt, read, upsert
 
 
 
@@ -31,9 +31,12 @@ def _core():
 
 
 @prebuilt
-def _two_users():
+def accounts():
+    """The accounts of :ids, locked FOR KEY SHARE (PostgreSQL) until the commit: none can
+    be deleted between this read and the writes that refer to it (a foreign key error
+    would fail every change of a batch); updates of them do not wait."""
     return sa.select(User.id, User.username, User.role, User.is_active).where(
-        User.id.in_([sa.bindparam("caller"), sa.bindparam("listener")]))
+        in_ids(User.id, "ids")).order_by(User.id).with_for_update(read=True, key_share=True)
 
 
 ADDED, REMOVED = "added", "removed"
@@ -58,14 +61,11 @@ def checked(kind, users, caller_id, listener_id):
 
 
 @prebuilt
-def _bump_version():
-    return (sa.update(User).where(User.id == sa.bindparam("caller"))
+def bump_versions():
+    """Move the favorites version of the users :ids: their cached list counts are stale
+    everywhere."""
+    return (sa.update(User).where(in_ids(User.id, "ids"))
             .values(favorites_version=User.favorites_version + 1))
-
-
-def _changed(caller):
-    """Move the user's favorites version: their cached list counts are stale everywhere."""
-    _core().execute(_bump_version(), {"caller": caller.id})
 
 
 def favorite_event(kind, user, listener_id, now=None):
@@ -111,11 +111,11 @@ def _change(kind, caller_id, listener_id):
     # The caller and the listener in one query: a change to favorites checks the
     # caller's account itself.
     users = {row.id: row for row in _core().execute(
-        _two_users(), {"caller": caller_id, "listener": listener_id})}
+        accounts(), {"ids": sorted({caller_id, listener_id})})}
     caller, listener = checked(kind, users, caller_id, listener_id)
     changed = write_one(_core(), kind, caller_id, listener_id, clock.now())
     if changed:
-        _changed(caller)
+        _core().execute(bump_versions(), {"ids": [caller.id]})
         emit(favorite_event(kind, caller, listener_id), store=True)
     return listener, changed
 
