@@ -11,6 +11,7 @@ from functools import partial
 
 import sqlalchemy as sa
 
+from ..auth import active_caller
 from ..clock import clock
 from ..errors import APIError, unauthorized
 from ..events import transaction
@@ -29,7 +30,7 @@ def commit(user_id, changes):
     other users that arrive meanwhile, in one transaction (see write_updates)."""
     found = batcher().submit((user_id, changes))
     if found is None:  # no status row yet, or no active account
-        if not _is_active(user_id):
+        if active_caller(user_id) is None:
             raise unauthorized()
         found = update_status(user_id, changes)
         db.session.commit()
@@ -161,8 +162,3 @@ def _written(connection, statuses):
     result = connection.execute(_write_status(), params)
     return not connection.dialect.supports_sane_multi_rowcount \
         or result.rowcount == len(params)
-
-
-def _is_active(user_id):
-    user = db.session.get(User, user_id)
-    return user is not None and user.is_active
