@@ -69,7 +69,6 @@ class Batcher:
         If the batch failed, its error, as a lone change would raise it (nothing of the
         item was written, unless its commit's outcome is unknown: see the module)."""
         app = current_app._get_current_object() if has_app_context() else None
-        token = object()
         with self.lock:
             batch = self.open
             if batch is None:
@@ -78,7 +77,7 @@ class Batcher:
             batch.items.append(item)
             start = self.writer is None
             if start:
-                self.writer = token
+                self.writer = token = object()
         if start:
             try:
                 light_thread(lambda: self._run(app, token), "saathii-batch-writer").start()
