@@ -46,9 +46,11 @@ def lean_venv(tmp_path_factory):
 
 
 @pytest.fixture
-def lean(lean_venv, config, tmp_path):
+def lean(lean_venv, app, config, tmp_path):
     """Run a Procfile command from the lean venv (its bin first on PATH, in the checkout, as
-    a platform runs it) on the test database; started processes are stopped afterwards."""
+    a platform runs it) on the test database; started processes are stopped afterwards,
+    before the app fixture drops the schema (a running clock's sweep would deadlock with
+    the DROP TABLE)."""
     started = []
     environment = {
         key: value for key, value in os.environ.items()
@@ -118,7 +120,7 @@ def test_requirements_txt_holds_no_dev_tool(lean):
     assert dev[[line.startswith("#") for line in dev].index(False)] == "-r requirements.txt"
 
 
-def test_the_procfile_runs_from_requirements_txt_alone(lean, empty_database, tmp_path):
+def test_the_procfile_runs_from_requirements_txt_alone(empty_database, lean, tmp_path):
     processes = procfile()
     assert processes["web"] == ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
 
@@ -148,7 +150,7 @@ def test_the_procfile_runs_from_requirements_txt_alone(lean, empty_database, tmp
     assert "Traceback" not in logs
 
 
-def test_the_clock_process_runs_from_requirements_txt_alone(lean, app, redis_url, tmp_path):
+def test_the_clock_process_runs_from_requirements_txt_alone(lean, redis_url, tmp_path):
     clock = lean.start(procfile()["clock"], REDIS_URL=redis_url,
                        REDIS_CHANNEL=f"saathii:test:{uuid.uuid4().hex}")
     logs = read_logs_until(tmp_path, "clock process: sweeping every", timeout=60)
