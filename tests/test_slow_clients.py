@@ -113,6 +113,26 @@ def test_a_body_cut_short_is_a_400_and_not_applied(server, customer):
     assert (status, body["is_online"]) == (200, False)
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_oversized_body_is_a_413_and_its_rest_is_not_read(web_process, customer, chunked):
+    """The connection ends with the 413: the server neither waits for nor drains the
+    rest of a body it will never use (here 50 MB declared, or chunks without end). A
+    long keep-alive, so that gunicorn's own idle timeout cannot be what closes it."""
+    server = web_process(relay=None, GUNICORN_CMD_ARGS="--keep-alive 60")
+    if chunked:
+        head = put_status_head(server, customer.token, 0).replace(
+            "Content-Length: 0", "Transfer-Encoding: chunked")
+        sent = b"4e20\r\n" + b" " * 20000 + b"\r\n"  # 20,000 bytes, past the 16 KiB limit
+    else:
+        head, sent = put_status_head(server, customer.token, 50_000_000), b" " * 100
+    sock = raw_request(server, head, sent)
+    try:
+        assert read_response(sock) == (
+            413, {"detail": "Request body too large (the limit is 16 KiB)"}, True)
+    finally:
+        sock.close()
+
+
 @pytest.mark.parametrize("chunks", ["zz\r\n{}\r\n0\r\n\r\n", "2\r\n{}XX0\r\n\r\n"])
 def test_a_malformed_chunked_body_is_a_400(server, customer, chunks):
     head = (f"PUT /both/status/me HTTP/1.1\r\nHost: {server}\r\n"
