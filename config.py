@@ -126,6 +126,7 @@ class Config:
     RATELIMIT_HEARTBEAT = os.environ.get("RATELIMIT_HEARTBEAT", "12 per minute")
     RATELIMIT_FAVORITE_CHANGES = os.environ.get("RATELIMIT_FAVORITE_CHANGES", "60 per minute")
     RATELIMIT_PRESENCE_LOOKUPS = os.environ.get("RATELIMIT_PRESENCE_LOOKUPS", "120 per minute")
+    RATELIMIT_FEED_CONNECTS = os.environ.get("RATELIMIT_FEED_CONNECTS", "30 per minute")
     # Keeps this deployment's counters apart from others sharing the Redis.
     RATELIMIT_KEY_PREFIX = os.environ.get("RATELIMIT_KEY_PREFIX", "saathii")
     # How long a favorites list's online/available counts may be reused (0: never).

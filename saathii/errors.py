@@ -52,6 +52,11 @@ def unauthorized():
     return APIError(401, "Invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
 
 
+def too_many_requests(retry_after):
+    """Return the 429 of a rate limit counted outside Flask-Limiter's view decorators."""
+    return APIError(429, HTTP_DETAILS[429], headers={"Retry-After": str(retry_after)})
+
+
 def unavailable():
     """Return the 503 of a database that cannot answer now."""
     return APIError(503, "Service temporarily unavailable, try again shortly",

@@ -1,5 +1,8 @@
-"""Per-user rate limits (Flask-Limiter): heartbeats, favorite changes, presence look-ups."""
+"""Per-user rate limits (Flask-Limiter): heartbeats, favorite changes, presence look-ups
+and feed socket opens."""
 import logging
+import math
+import time
 from functools import wraps
 
 from flask import current_app, g
@@ -8,7 +11,8 @@ from flask_limiter.util import get_remote_address
 from limits import parse_many
 
 from . import metrics
-from .auth import bearer_token, current_user, user_id_for_token
+from .auth import active_caller, bearer_token, current_user, user_id_for_token
+from .errors import too_many_requests, unauthorized
 from .extensions import limiter
 from .limit_counters import ProcessCounters  # noqa: F401 - registers process-memory://
 from .realtime.relay import client_options
@@ -49,12 +53,40 @@ def spend(setting, scope, user_id):
     config = current_app.config
     if not config["RATELIMIT_ENABLED"]:
         return True
-    key = [part for part in (config["RATELIMIT_KEY_PREFIX"], f"user:{user_id}", scope) if part]
+    key = _key(scope, user_id)
     try:  # every limit of the setting is hit, as Flask-Limiter does ("12/minute;200/day")
         return all([limiter.limiter.hit(item, *key) for item in parse_many(config[setting])])
     except Exception:  # noqa: BLE001 - as in views: a failing store lets the hit through
         logging.getLogger(__name__).warning("rate-limit store failed", exc_info=True)
         return True
+
+
+def require_within(setting, scope, user_id):
+    """Spend one hit from outside a view (a feed socket's upgrade); past the limit,
+    raise 429 with Retry-After, or 401 if the user's account is gone (as in views)."""
+    if spend(setting, scope, user_id):
+        return
+    if active_caller(user_id) is None:
+        raise unauthorized()
+    metrics.rate_limited(scope)
+    raise too_many_requests(_seconds_to_reset(setting, scope, user_id))
+
+
+def _key(scope, user_id):
+    prefix = current_app.config["RATELIMIT_KEY_PREFIX"]
+    return [part for part in (prefix, f"user:{user_id}", scope) if part]
+
+
+def _seconds_to_reset(setting, scope, user_id):
+    """Whole seconds until every exhausted window of the setting's limits opens again."""
+    key, now = _key(scope, user_id), time.time()
+    try:
+        windows = [limiter.limiter.get_window_stats(item, *key)
+                   for item in parse_many(current_app.config[setting])]
+    except Exception:  # noqa: BLE001 - the store failed since the hit: a guess will do
+        return 60
+    resets = [window.reset_time for window in windows if window.remaining == 0]
+    return max(1, math.ceil(max(resets, default=now) - now))
 
 
 heartbeat_limit = _limit("RATELIMIT_HEARTBEAT", "heartbeat")

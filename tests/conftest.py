@@ -197,9 +197,9 @@ def in_future(seconds=3600):
     return datetime.now(timezone.utc) + timedelta(seconds=seconds)
 
 
-@pytest.fixture
-def live_server(app):
-    """The app served over real HTTP in a background thread; yields its base URL."""
+def serve(app):
+    """Serve an app over real HTTP in a background thread: yields its base URL, then
+    stops it (a generator for fixtures)."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
@@ -207,6 +207,12 @@ def live_server(app):
     yield f"127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join(5)
+
+
+@pytest.fixture
+def live_server(app):
+    """The app served over real HTTP in a background thread; yields its base URL."""
+    yield from serve(app)
 
 
 class WebSocketClient(simple_websocket.Client):

@@ -1,24 +1,41 @@
 """Per-user rate limits: 429 JSON with Retry-After past the limit, per user, off by switch."""
+import http.client
+import json
 import uuid
 
 import pytest
 
 from saathii import create_app
 
-from .conftest import rest
+from .conftest import FeedClient, rest, serve
 
 
 @pytest.fixture
-def limited(app, config):
-    """A client of an app with small limits, on the same database as `app`."""
+def limited_app(app, config):
+    """An app with small limits, on the same database as `app`."""
 
     class Limited(config):
         RATELIMIT_ENABLED = True
         RATELIMIT_HEARTBEAT = "3 per minute"
         RATELIMIT_FAVORITE_CHANGES = "2 per minute"
         RATELIMIT_PRESENCE_LOOKUPS = "2 per minute"
+        RATELIMIT_FEED_CONNECTS = "2 per minute"
 
-    return create_app(Limited).test_client()
+    limited_app = create_app(Limited)
+    yield limited_app
+    limited_app.extensions["saathii_realtime"].stop()
+
+
+@pytest.fixture
+def limited(limited_app):
+    """A client of the app with small limits."""
+    return limited_app.test_client()
+
+
+@pytest.fixture
+def limited_server(limited_app):
+    """The app with small limits, served over real HTTP (for feed sockets)."""
+    yield from serve(limited_app)
 
 
 def assert_limited(response):
@@ -146,6 +163,40 @@ def test_a_caller_whose_account_is_gone_hears_401_not_429(app, limited, customer
                            headers=customer.headers)
     assert response.status_code == 401
     assert response.json == {"detail": "Invalid or expired token"}
+
+
+def test_feed_socket_opens_are_limited_per_user(app, limited_server, customer, listener):
+    opened = [FeedClient(limited_server, customer.token) for _ in range(2)]
+    try:
+        for client in opened:
+            assert client.receive()["type"] == "connection_established"
+        response = upgraded(limited_server, customer)
+        assert response.status == 429
+        assert json.loads(response.read()) == {"detail": "Too many requests"}
+        assert 1 <= int(response.getheader("Retry-After")) <= 60
+        other = FeedClient(limited_server, listener.token)  # another user's budget
+        assert other.receive()["type"] == "connection_established"
+        other.close()
+        with app.app_context():  # an account that is gone hears 401, not 429
+            from saathii.extensions import db
+            from saathii.models import User
+            db.session.get(User, customer.id).is_active = False
+            db.session.commit()
+        response = upgraded(limited_server, customer)
+        assert response.status == 401
+        assert json.loads(response.read()) == {"detail": "Invalid or expired token"}
+    finally:
+        for client in opened:
+            client.close()
+
+
+def upgraded(base, account):
+    """The HTTP response to a websocket upgrade request of the account."""
+    connection = http.client.HTTPConnection(base, timeout=5)
+    connection.request("GET", f"/ws/feed?token={account.token}", headers={
+        "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    return connection.getresponse()
 
 
 @pytest.mark.parametrize("setting", ["RATELIMIT_DEFAULT", "RATELIMIT_APPLICATION"])

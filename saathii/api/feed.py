@@ -4,7 +4,7 @@ import binascii
 
 from flask import Blueprint, current_app, g, request
 
-from .. import metrics
+from .. import limits, metrics
 from ..auth import bearer_token, verified_token
 from ..errors import APIError, bad_request, unauthorized
 from ..extensions import db, sock
@@ -36,8 +36,9 @@ def check_handshake():
 
 @bp.before_request
 def authenticate():
-    """Check the handshake, the token and since, then register the socket and read its
-    greeting (the account is checked in the same query) before the socket is accepted."""
+    """Check the handshake, the token, since and the user's rate of socket opens, then
+    register the socket and read its greeting (the account is checked in the same
+    query) before the socket is accepted."""
     check_handshake()
     verified = verified_token(request.args.get("token") or bearer_token())
     if verified is None:
@@ -45,6 +46,9 @@ def authenticate():
     since = request.args.get("since")
     if since is not None and not is_id(since, minimum=0):
         raise bad_request("since must be the id of the last event received")
+    # Before the greeting's query: a client opening socket after socket is refused
+    # cheaply (a phone reconnects far less often than the limit allows).
+    limits.require_within("RATELIMIT_FEED_CONNECTS", "feed-connects", verified[0])
     try:
         g.feed_registered = register(realtime(), current_app.config, *verified)
     finally:
