@@ -16,13 +16,18 @@ from .conftest import FeedClient
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
 
-def upgrade(live_server, path):
-    """Ask for a websocket upgrade over plain HTTP; return (status, body)."""
+def upgrade_response(live_server, path):
+    """Ask for a websocket upgrade over plain HTTP; return the HTTP response."""
     connection = http.client.HTTPConnection(live_server, timeout=5)
     connection.request("GET", path, headers={
         "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
         "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
-    response = connection.getresponse()
+    return connection.getresponse()
+
+
+def upgrade(live_server, path):
+    """Ask for a websocket upgrade over plain HTTP; return (status, body)."""
+    response = upgrade_response(live_server, path)
     return response.status, response.read()
 
 

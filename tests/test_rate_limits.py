@@ -1,5 +1,4 @@
 """Per-user rate limits: 429 JSON with Retry-After past the limit, per user, off by switch."""
-import http.client
 import json
 import uuid
 
@@ -8,6 +7,7 @@ import pytest
 from saathii import create_app
 
 from .conftest import FeedClient, rest, serve
+from .test_feed import upgrade_response
 
 
 @pytest.fixture
@@ -170,7 +170,7 @@ def test_feed_socket_opens_are_limited_per_user(app, limited_server, customer, l
     try:
         for client in opened:
             assert client.receive()["type"] == "connection_established"
-        response = upgraded(limited_server, customer)
+        response = upgrade_response(limited_server, f"/ws/feed?token={customer.token}")
         assert response.status == 429
         assert json.loads(response.read()) == {"detail": "Too many requests"}
         assert 1 <= int(response.getheader("Retry-After")) <= 60
@@ -182,21 +182,12 @@ def test_feed_socket_opens_are_limited_per_user(app, limited_server, customer, l
             from saathii.models import User
             db.session.get(User, customer.id).is_active = False
             db.session.commit()
-        response = upgraded(limited_server, customer)
+        response = upgrade_response(limited_server, f"/ws/feed?token={customer.token}")
         assert response.status == 401
         assert json.loads(response.read()) == {"detail": "Invalid or expired token"}
     finally:
         for client in opened:
             client.close()
-
-
-def upgraded(base, account):
-    """The HTTP response to a websocket upgrade request of the account."""
-    connection = http.client.HTTPConnection(base, timeout=5)
-    connection.request("GET", f"/ws/feed?token={account.token}", headers={
-        "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
-    return connection.getresponse()
 
 
 @pytest.mark.parametrize("setting", ["RATELIMIT_DEFAULT", "RATELIMIT_APPLICATION"])
