@@ -57,6 +57,11 @@ def too_many_requests(retry_after):
     return APIError(429, HTTP_DETAILS[429], headers={"Retry-After": str(retry_after)})
 
 
+def restarting():
+    """Return the 503 of a feed socket opening while this process stops."""
+    return APIError(503, "Service restarting, connect again", headers={"Retry-After": "1"})
+
+
 def unavailable():
     """Return the 503 of a database that cannot answer now."""
     return APIError(503, "Service temporarily unavailable, try again shortly",

@@ -343,11 +343,7 @@ def test_a_socket_opening_while_the_process_stops_is_refused_with_503(app, live_
     with pytest.raises(simple_websocket.ConnectionClosed) as closed:
         held.ws.receive(timeout=5)
     assert closed.value.reason == 1012
-    connection = http.client.HTTPConnection(live_server, timeout=5)
-    connection.request("GET", f"/ws/feed?token={customer.token}", headers={
-        "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
-    response = connection.getresponse()
+    response = upgrade_response(live_server, f"/ws/feed?token={customer.token}")
     assert response.status == 503
     assert response.getheader("Retry-After") == "1"
     assert json.loads(response.read()) == {"detail": "Service restarting, connect again"}

@@ -190,6 +190,17 @@ def test_feed_socket_opens_are_limited_per_user(app, limited_server, customer, l
             client.close()
 
 
+def test_a_stopping_process_refuses_sockets_without_spending_the_budget(
+        limited_app, limited_server, customer):
+    """A deploy's 503s (a client retrying while the process stops) are not counted: the
+    client is not locked out of the next process by the old one's refusals."""
+    limited_app.extensions["saathii_realtime"].shut_down()
+    for _ in range(3):  # the limit is 2 a minute
+        response = upgrade_response(limited_server, f"/ws/feed?token={customer.token}")
+        assert response.status == 503
+        assert json.loads(response.read()) == {"detail": "Service restarting, connect again"}
+
+
 @pytest.mark.parametrize("setting", ["RATELIMIT_DEFAULT", "RATELIMIT_APPLICATION"])
 def test_limits_outside_views_are_refused_at_start(config, setting):
     class WithLimit(config):

@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, g, request
 
 from .. import limits, metrics
 from ..auth import bearer_token, verified_token
-from ..errors import APIError, bad_request, unauthorized
+from ..errors import APIError, bad_request, restarting, unauthorized
 from ..extensions import db, sock
 from ..fields import is_id
 from ..realtime import devserver, realtime
@@ -46,6 +46,8 @@ def authenticate():
     since = request.args.get("since")
     if since is not None and not is_id(since, minimum=0):
         raise bad_request("since must be the id of the last event received")
+    if realtime().closing:  # before the limit: a deploy's refusals cost no budget
+        raise restarting()
     # Before the greeting's query: a client opening socket after socket is refused
     # cheaply (a phone reconnects far less often than the limit allows).
     limits.require_within("RATELIMIT_FEED_CONNECTS", "feed-connects", verified[0])

@@ -16,7 +16,7 @@ from ..deadline import DeadlineExceeded, deadline
 from ..domain import prebuilt, presence, read
 from ..events import stored_events
 from ..extensions import db
-from ..errors import APIError
+from ..errors import APIError, restarting
 from ..threads import light_thread
 from ..models import Favorite, FeedEvent, User
 from . import inbox, messages
@@ -115,8 +115,7 @@ def register(realtime, config, user_id, expires_at):
     hub.add(connection)
     try:
         if realtime.closing:  # after add: shut_down's close_all missed it, or closes it
-            raise APIError(503, "Service restarting, connect again",
-                           headers={"Retry-After": "1"})
+            raise restarting()
         with deadline(config["REQUEST_TIMEOUT_SECONDS"], "feed greeting"):
             data = greeting_data(user_id)  # a stalled database: 503, not a hang
     except BaseException:
