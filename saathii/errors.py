@@ -130,10 +130,7 @@ def register_error_handlers(app):
             headers["Allow"] = ", ".join(sorted(err.valid_methods))
         if err.code == 429 and getattr(err, "retry_after", None):
             headers["Retry-After"] = str(err.retry_after)
-        # A body over the limit is left unread: end the connection rather than have the
-        # server wait for (and drain) the rest of a body declared as large as the client
-        # likes, which could not be told from a next request anyway.
-        return error_response(err.code, detail, headers=headers, close=err.code == 413)
+        return error_response(err.code, detail, headers=headers)
 
     @app.errorhandler(PoolTimeout)
     @app.errorhandler(DeadlineExceeded)
