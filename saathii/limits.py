@@ -54,8 +54,14 @@ def spend(setting, scope, user_id):
     if not config["RATELIMIT_ENABLED"]:
         return True
     key = _key(scope, user_id)
-    try:  # every limit of the setting is hit, as Flask-Limiter does ("12/minute;200/day")
-        return all([limiter.limiter.hit(item, *key) for item in parse_many(config[setting])])
+    try:
+        # As Flask-Limiter counts a view's hit: each limit of the setting, shortest window
+        # first ("2/minute;5/hour"), up to the first one refused, so that refused
+        # attempts do not use up the longer windows.
+        for item in sorted(parse_many(config[setting])):
+            if not limiter.limiter.hit(item, *key):
+                return False
+        return True
     except Exception:  # noqa: BLE001 - as in views: a failing store lets the hit through
         logging.getLogger(__name__).warning("rate-limit store failed", exc_info=True)
         return True

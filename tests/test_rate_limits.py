@@ -122,6 +122,24 @@ def test_process_counters_open_a_new_window_when_one_ends(monkeypatch):
     assert counters.reset() == 0
 
 
+def test_refused_hits_do_not_use_up_the_longer_windows(limited_app, customer, monkeypatch):
+    """Counted outside a view as Flask-Limiter counts a view: shortest window first, up to
+    the first refusal, so retrying against "2 per minute" does not spend "5 per hour"."""
+    from saathii import limit_counters, limits
+    fake = FakeTime()
+    monkeypatch.setattr(limit_counters, "time", fake)
+    limited_app.config["RATELIMIT_FEED_CONNECTS"] = "5 per hour;2 per minute"
+    with limited_app.app_context():
+        def opens(count):
+            return [limits.spend("RATELIMIT_FEED_CONNECTS", "feed-connects", customer.id)
+                    for _ in range(count)]
+        assert opens(10) == [True] * 2 + [False] * 8
+        fake.now += 61  # a new minute: 2 of the hour's 5 are spent
+        assert opens(3) == [True, True, False]
+        fake.now += 61
+        assert opens(2) == [True, False]  # the hour's fifth
+
+
 def test_limits_count_in_process_counters_without_redis(app):
     from saathii.extensions import limiter
     from saathii.limit_counters import ProcessCounters
