@@ -114,6 +114,22 @@ def test_a_database_that_stalls_or_goes_gets_503_then_recovers(
     assert "Traceback" not in logs
 
 
+def test_a_socket_over_its_open_limit_in_a_stall_gets_503(web_process, postgres_proxy,
+                                                          customer):
+    """The refusal's account check (401 before 429) meets a stalled database within the
+    request's time, as the greeting does: 503, not a hang."""
+    proxy, url = postgres_proxy
+    server = web_process(relay=None, DATABASE_URL=url, REQUEST_TIMEOUT_SECONDS=2,
+                         RATELIMIT_ENABLED="true", RATELIMIT_FEED_CONNECTS="1 per minute")
+    open_feed(server, customer).close()
+    proxy.pause()
+    status, body = upgrade(server, f"/ws/feed?token={customer.token}")
+    assert (status, json.loads(body)) == (503, UNAVAILABLE)
+    proxy.heal()
+    status, body = upgrade(server, f"/ws/feed?token={customer.token}")
+    assert (status, json.loads(body)) == (429, {"detail": "Too many requests"})
+
+
 @pytest.mark.parametrize("heal", ["after", "during"])
 def test_every_change_answered_in_a_stall_is_answered_truly(
         web_process, postgres_proxy, make_user, tmp_path, heal):

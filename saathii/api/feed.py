@@ -6,6 +6,7 @@ from flask import Blueprint, current_app, g, request
 
 from .. import limits, metrics
 from ..auth import bearer_token, verified_token
+from ..deadline import deadline
 from ..errors import APIError, bad_request, restarting, unauthorized
 from ..extensions import db, sock
 from ..fields import is_id
@@ -49,8 +50,10 @@ def authenticate():
     if realtime().closing:  # before the limit: a deploy's refusals cost no budget
         raise restarting()
     # Before the greeting's query: a client opening socket after socket is refused
-    # cheaply (a phone reconnects far less often than the limit allows).
-    limits.require_within("RATELIMIT_FEED_CONNECTS", "feed-connects", verified[0])
+    # cheaply (a phone reconnects far less often than the limit allows). A socket's
+    # request has no deadline of its own: the refusal's account check gets one.
+    with deadline(current_app.config["REQUEST_TIMEOUT_SECONDS"], "feed limit"):
+        limits.require_within("RATELIMIT_FEED_CONNECTS", "feed-connects", verified[0])
     try:
         g.feed_registered = register(realtime(), current_app.config, *verified)
     finally:
