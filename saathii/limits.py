@@ -3,7 +3,7 @@ and feed socket opens."""
 import logging
 import math
 import time
-from functools import wraps
+from functools import lru_cache, wraps
 
 from flask import current_app, g
 from flask_limiter import RateLimitExceeded
@@ -58,7 +58,7 @@ def spend(setting, scope, user_id):
         # As Flask-Limiter counts a view's hit: each limit of the setting, shortest window
         # first ("2/minute;5/hour"), up to the first one refused, so that refused
         # attempts do not use up the longer windows.
-        for item in sorted(parse_many(config[setting])):
+        for item in _limits_of(config[setting]):
             if not limiter.limiter.hit(item, *key):
                 return False
         return True
@@ -78,6 +78,13 @@ def require_within(setting, scope, user_id):
     raise too_many_requests(_seconds_to_reset(setting, scope, user_id))
 
 
+@lru_cache(maxsize=64)
+def _limits_of(setting_value):
+    """The limits a setting's value names, shortest window first (parsed once: feed pings
+    and opens spend on every message and upgrade)."""
+    return tuple(sorted(parse_many(setting_value)))
+
+
 def _key(scope, user_id):
     prefix = current_app.config["RATELIMIT_KEY_PREFIX"]
     return [part for part in (prefix, f"user:{user_id}", scope) if part]
@@ -88,7 +95,7 @@ def _seconds_to_reset(setting, scope, user_id):
     key, now = _key(scope, user_id), time.time()
     try:
         windows = [limiter.limiter.get_window_stats(item, *key)
-                   for item in parse_many(current_app.config[setting])]
+                   for item in _limits_of(current_app.config[setting])]
     except Exception:  # noqa: BLE001 - the store failed since the hit: a guess will do
         return 60
     resets = [window.reset_time for window in windows if window.remaining == 0]

@@ -47,7 +47,10 @@ def authenticate():
     since = request.args.get("since")
     if since is not None and not is_id(since, minimum=0):
         raise bad_request("since must be the id of the last event received")
-    if realtime().closing:  # before the limit: a deploy's refusals cost no budget
+    # A stopping process refuses before the limit counts (a deploy's refusals cost no
+    # budget); register checks again once the socket is in the hub, for a stop that
+    # begins meanwhile.
+    if realtime().closing:
         raise restarting()
     # Before the greeting's query: a client opening socket after socket is refused
     # cheaply (a phone reconnects far less often than the limit allows). A socket's
