@@ -1,5 +1,6 @@
 """Configuration: one class, read from environment variables with safe defaults."""
 import os
+import resource
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -50,6 +51,36 @@ def event_relay(database_url, redis_url, requested=None):
     if redis_url:
         return "redis"
     return "postgresql" if database_url.startswith("postgresql") else "none"
+
+
+# Open files a process needs besides its connections: the listening socket, epoll, logs,
+# the metrics files, its database pool and overflow, Redis clients, the relay's connection.
+FILES_RESERVED = 256
+MIN_CONNECTIONS = 16
+
+
+def open_files_limit():
+    """This process's soft limit on open files (RLIMIT_NOFILE); None when unlimited."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def worker_connections(requested=None, files=None):
+    """The connections a gevent worker may hold at once (gunicorn's worker_connections):
+    `requested` when set, else as many as the open-files limit leaves once the process's
+    own files are kept; never more than that, or accept() would fail with EMFILE."""
+    most = max(MIN_CONNECTIONS, files - FILES_RESERVED) if files is not None else None
+    if not requested:
+        return most if most is not None else 10000
+    return min(requested, most) if most is not None else requested
+
+
+def reserved_connections(connections, requested=None):
+    """A worker's connection slots kept from feed sockets, for REST, health checks and
+    metrics: `requested` when set, else a quarter (REST clients keep theirs alive)."""
+    if requested is not None:
+        return min(requested, connections)
+    return max(MIN_CONNECTIONS // 2, connections // 4)
 
 
 def default_env(url):
@@ -106,6 +137,12 @@ class Config:
         RATELIMIT_STORAGE_URI = os.environ["RATELIMIT_STORAGE_URI"]
     # Clock skew forgiven on a token's iat and nbf (never on exp).
     JWT_LEEWAY_SECONDS = _int("JWT_LEEWAY_SECONDS", 30)
+    # Connections each gunicorn worker holds (feed sockets and REST alike); by default as
+    # many as the open-files limit allows. Feed sockets take all but the reserved ones:
+    # past that a socket open is answered 503, and REST and health checks still get in.
+    WORKER_CONNECTIONS = worker_connections(_int("WORKER_CONNECTIONS", 0), open_files_limit())
+    FEED_RESERVED_CONNECTIONS = reserved_connections(
+        WORKER_CONNECTIONS, _int("FEED_RESERVED_CONNECTIONS", None))
     FEED_PING_INTERVAL_SECONDS = _int("FEED_PING_INTERVAL_SECONDS", 25)
     FEED_MAX_MESSAGE_BYTES = 16 * 1024
     FEED_EVENT_RETENTION_HOURS = _int("FEED_EVENT_RETENTION_HOURS", 24)

@@ -29,7 +29,7 @@ if workers > 1 and relay == "none":
         "miss the events of the others: set REDIS_URL, or use PostgreSQL (DATABASE_URL), "
         "or run one worker (WEB_CONCURRENCY=1)")
 worker_class = "gevent"
-worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))
+worker_connections = Config.WORKER_CONNECTIONS  # the app sizes its feed sockets from it
 timeout = 30
 graceful_timeout = 20
 keepalive = 5

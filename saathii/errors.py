@@ -1,5 +1,6 @@
 """Every JSON error the service sends is built here."""
 import logging
+import random
 import socket
 
 from flask import jsonify, request
@@ -60,6 +61,18 @@ def too_many_requests(retry_after):
 def restarting():
     """Return the 503 of a feed socket opening while this process stops."""
     return APIError(503, "Service restarting, connect again", headers={"Retry-After": "1"})
+
+
+def retry_after(seconds, spread):
+    """A Retry-After of `seconds` plus up to `spread` more, drawn per answer: clients
+    refused together come back spread out, not as one wave."""
+    return str(seconds + random.randint(0, spread))
+
+
+def sockets_full():
+    """Return the 503 of a feed socket opening on a process that holds all it takes."""
+    return APIError(503, "Too many feed sockets on this server, connect again",
+                    headers={"Retry-After": retry_after(1, 4)})
 
 
 def unavailable():

@@ -19,6 +19,7 @@ MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LIMITS = ("heartbeat", "favorite-changes", "presence-lookups")
 SLOW_REASONS = ("queue_full", "send_timeout")
+REFUSED_REASONS = ("full", "busy")
 
 HTTP_REQUESTS = Counter(
     "saathii_http_requests_total", "HTTP requests answered, by method, route template and "
@@ -29,6 +30,12 @@ HTTP_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 FEED_SOCKETS = Gauge("saathii_feed_sockets", "Feed sockets open now.",
                      multiprocess_mode="livesum")
+FEED_SOCKET_CAPACITY = Gauge(
+    "saathii_feed_socket_capacity", "Feed sockets the service takes before it refuses new "
+    "ones with 503 (the sum of its workers' capacities).", multiprocess_mode="livesum")
+REFUSED_SOCKETS = Counter(
+    "saathii_feed_sockets_refused_total", "Feed socket opens refused before the upgrade, by "
+    "reason: full (the worker holds its capacity) or busy (shed under load).", ["reason"])
 EVENTS_PUBLISHED = Counter("saathii_events_published_total",
                            "Events published once their change committed, by type.", ["type"])
 EVENTS_DELIVERED = Counter("saathii_events_delivered_total",
@@ -53,6 +60,8 @@ RATE_LIMITED = Counter("saathii_rate_limited_total",
 
 for _reason in SLOW_REASONS:  # every series exists from the start, at 0
     SLOW_SOCKETS.labels(_reason)
+for _reason in REFUSED_REASONS:
+    REFUSED_SOCKETS.labels(_reason)
 for _limit in LIMITS:
     RATE_LIMITED.labels(_limit)
 for _outcome in ("ok", "failed"):
@@ -87,6 +96,18 @@ def socket_closed_slow(reason):
     """A feed socket is being closed because its client does not keep up."""
     if _enabled:
         _child(SLOW_SOCKETS, reason).inc()
+
+
+def socket_capacity(capacity):
+    """This process takes `capacity` feed sockets."""
+    if _enabled:
+        FEED_SOCKET_CAPACITY.set(capacity)
+
+
+def socket_refused(reason):
+    """A feed socket open was refused before its upgrade."""
+    if _enabled:
+        _child(REFUSED_SOCKETS, reason).inc()
 
 
 def relay_up(up):

@@ -27,6 +27,7 @@ def test_readyz_checks_the_database_and_the_relay(app, client, config):
     expected = {"database": "ok"}
     if relay_in_use(config):  # PostgreSQL: LISTEN/NOTIFY, started by the probe itself
         expected["relay"] = "ok"
+    expected["sockets"] = "ok"
     assert response.json == {"status": "ok", "checks": expected}
 
 
@@ -49,7 +50,7 @@ def test_readyz_names_a_relay_that_is_down(app_with):
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
     assert response.json == {"status": "unavailable",
-                             "checks": {"database": "ok", "relay": "down"}}
+                             "checks": {"database": "ok", "relay": "down", "sockets": "ok"}}
 
 
 def test_readyz_names_a_database_that_is_down(app_with):
@@ -57,7 +58,7 @@ def test_readyz_names_a_database_that_is_down(app_with):
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
     assert response.json == {"status": "unavailable",
-                             "checks": {"database": "down", "relay": "down"}}
+                             "checks": {"database": "down", "relay": "down", "sockets": "ok"}}
     assert app.test_client().get("/healthz").json == {"status": "ok"}  # it still serves
 
 

@@ -7,10 +7,12 @@ from flask import Blueprint, current_app, g, request
 from .. import limits, metrics
 from ..auth import bearer_token, verified_token
 from ..deadline import deadline
-from ..errors import APIError, bad_request, restarting, unauthorized
+from ..errors import (APIError, bad_request, error_response, restarting, sockets_full,
+                      unauthorized)
 from ..extensions import db, sock
 from ..fields import is_id
 from ..realtime import devserver, realtime
+from ..realtime.hub import HubFull
 from ..realtime.session import FeedSession, register
 
 bp = Blueprint("feed", __name__)
@@ -47,11 +49,12 @@ def authenticate():
     since = request.args.get("since")
     if since is not None and not is_id(since, minimum=0):
         raise bad_request("since must be the id of the last event received")
-    # A stopping process refuses before the limit counts (a deploy's refusals cost no
-    # budget); register checks again once the socket is in the hub, for a stop that
-    # begins meanwhile.
+    # A stopping or full process refuses before the limit counts (a deploy's or a full
+    # server's refusals cost no budget); register checks again as the socket enters the
+    # hub, for a stop that begins or sockets that fill it meanwhile.
     if realtime().closing:
         raise restarting()
+    realtime().hub.check_room()
     # Before the greeting's query: a client opening socket after socket is refused
     # cheaply (a phone reconnects far less often than the limit allows). A socket's
     # request has no deadline of its own: the refusal's account check gets one.
@@ -64,6 +67,14 @@ def authenticate():
     if g.feed_registered is None:
         raise unauthorized()
     g.feed_since = int(since) if since is not None else None
+
+
+@bp.errorhandler(HubFull)
+def refuse_when_full(err):
+    """This process holds all the sockets it takes: 503 before the upgrade, and the
+    client connects again (through the router, to another process or later)."""
+    refusal = sockets_full()
+    return error_response(refusal.status, refusal.detail, headers=refusal.headers)
 
 
 @bp.teardown_request

@@ -1,5 +1,5 @@
 """Health for load balancers and orchestrators: /healthz (the process serves) and /readyz
-(its database answers and its event relay is connected). No token, no rate limit, at
+(its database answers, its event relay is connected and it takes feed sockets). No token, no rate limit, at
 most one trivial query, and kept out of the access log unless a probe fails."""
 import logging
 import threading
@@ -65,12 +65,14 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """200 when the database answers and the event relay in use is connected, else 503
-    naming what failed."""
+    """200 when the database answers, the event relay in use is connected and feed
+    sockets are taken, else 503 naming what failed (a router sends new clients to another
+    process while this one is full; it still answers REST)."""
     checks = {"database": check_database(db.engine)}
     relay = realtime().relay_connected(RELAY_START_SECONDS)
     if relay is not None:  # none in use (one process on SQLite): nothing to check
         checks["relay"] = "ok" if relay else "down"
+    checks["sockets"] = "full" if realtime().hub.full else "ok"
     if all(state == "ok" for state in checks.values()):
         return {"status": "ok", "checks": checks}
     log.warning("not ready: %s", ", ".join(f"{name} {state}" for name, state in checks.items()))

@@ -1,6 +1,7 @@
 """The real-time feed: sockets held by this process, and events relayed between processes."""
 from flask import current_app
 
+from .. import metrics
 from ..events import bus
 from ..extensions import db
 from .guard import AccountGuard
@@ -73,7 +74,10 @@ def _relay(config, hub):
 def init_app(app):
     """Give the app a hub fed by its event bus, and its relay."""
     with app.app_context():
-        hub = Hub(app.config["FEED_MAX_SOCKETS_PER_USER"])
+        config = app.config
+        capacity = config["WORKER_CONNECTIONS"] - config["FEED_RESERVED_CONNECTIONS"]
+        hub = Hub(config["FEED_MAX_SOCKETS_PER_USER"], max(0, capacity))
+        metrics.socket_capacity(hub.capacity)
         relay = _relay(app.config, hub)
         guard = AccountGuard(app, hub, app.config["FEED_ACCOUNT_CHECK_SECONDS"])
         realtime = app.extensions[KEY] = Realtime(hub, relay, guard)

@@ -22,6 +22,10 @@ MAX_SOCKETS_PER_USER = 10
 _opened = itertools.count()
 
 
+class HubFull(Exception):
+    """The process holds as many feed sockets as it takes."""
+
+
 def message(type_, data):
     """A server message that is not a stored event."""
     return {"type": type_, "data": data, "timestamp": isoformat(clock.now())}
@@ -154,20 +158,42 @@ class Connection:
 class Hub:
     """Routes events to this process's sockets."""
 
-    def __init__(self, max_per_user=MAX_SOCKETS_PER_USER):
+    def __init__(self, max_per_user=MAX_SOCKETS_PER_USER, capacity=None):
         self.lock = threading.Lock()
         self.max_per_user = max_per_user
+        self.capacity = capacity  # sockets taken before refusing (None: no limit)
+        self.held = 0  # sockets in by_user
+        self.refusing = False  # said in the log once when refusals begin, once when done
         self.by_user = {}
         self.watchers = {}
         self.feed = set()
         self.closing = None  # (code, reason) every socket gets, once the process stops
 
+    @property
+    def full(self):
+        """Whether a socket opening now would be refused."""
+        return self.capacity is not None and self.held >= self.capacity
+
+    def check_room(self):
+        """Raise HubFull when a socket opening now would be refused (counted and logged as
+        a refusal)."""
+        with self.lock:
+            self._check_room()
+
+    def _check_room(self):
+        if self.full:
+            self._refusing()
+            raise HubFull()
+
     def add(self, connection):
         """Register a socket; past max_per_user sockets of its user, close the oldest (a
-        phone that reconnects is never locked out by the sockets it left behind)."""
+        phone that reconnects is never locked out by the sockets it left behind). Raise
+        HubFull, registering nothing, when the process holds its capacity."""
         with self.lock:
+            self._check_room()
             sockets = self.by_user.setdefault(connection.user_id, set())
             sockets.add(connection)
+            self.held += 1
             self._watch(connection, connection.watching, add=True)
             live = sorted((socket for socket in sockets if socket.open),
                           key=lambda socket: socket.opened)
@@ -199,14 +225,31 @@ class Hub:
             connection.close(code, reason)
 
     def remove(self, connection):
+        """Take a socket out (once it has closed, or was never upgraded); idempotent."""
         with self.lock:
+            if connection in self.by_user.get(connection.user_id, ()):
+                self.held -= 1
             self._discard(self.by_user, connection.user_id, connection)
             self._watch(connection, connection.watching, add=False)
             self.feed.discard(connection)
+            if self.refusing and self.held <= self.capacity - max(1, self.capacity // 10):
+                # Well below capacity (not one socket under it: the log would say so at
+                # every close and open at the edge).
+                self.refusing = False
+                log.warning("feed sockets: %d of %d held; taking new sockets again",
+                            self.held, self.capacity)
+
+    def _refusing(self):
+        metrics.socket_refused("full")
+        if not self.refusing:
+            self.refusing = True
+            log.warning("feed sockets: all %d taken; refusing new sockets with 503 (REST "
+                        "and health checks keep their reserved connections)", self.capacity)
 
     def count(self):
+        """How many sockets are registered here."""
         with self.lock:
-            return sum(len(connections) for connections in self.by_user.values())
+            return self.held
 
     def set_watched(self, connection, favorites=None, subscribed=None):
         """Replace what a connection watches (its favorites or its subscriptions)."""

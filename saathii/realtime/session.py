@@ -104,7 +104,8 @@ class Registered:
 
 def register(realtime, config, user_id, expires_at):
     """Register a socket of this user in the hub, then read its greeting; None (and not
-    registered) when the account is not active; 503 once this process is stopping.
+    registered) when the account is not active; 503 once this process is stopping;
+    HubFull when it holds all the sockets it takes.
 
     Registered before anything is read, so nothing published meanwhile is missed: an
     event committed after the read is delivered live, one committed before it is within

@@ -1,0 +1,110 @@
+"""Feed sockets take a worker's connections only up to its capacity: past it a socket open
+gets 503 before the upgrade, and REST, health checks and metrics are still answered."""
+import http.client
+import json
+import logging
+import time
+
+import pytest
+
+from config import worker_connections, reserved_connections
+
+from .conftest import rest
+from .test_feed import upgrade_response
+
+
+def test_connections_are_bounded_by_the_open_files_limit():
+    assert worker_connections(None, files=20000) == 19744  # the process's own files kept
+    assert worker_connections(10000, files=20000) == 10000
+    assert worker_connections(50000, files=20000) == 19744  # never past EMFILE
+    assert worker_connections(300, files=None) == 300
+    assert worker_connections(None, files=100) == 16  # a floor, however low the limit
+
+
+def test_a_quarter_of_the_connections_is_kept_from_sockets_unless_set():
+    assert reserved_connections(19744) == 4936
+    assert reserved_connections(20, 18) == 18
+    assert reserved_connections(20, 50) == 20  # never more than there are
+
+
+@pytest.fixture
+def config(config):
+    """Two feed sockets per worker: 20 connections, 18 kept for everything else."""
+    return type("TwoSockets", (config,), {"WORKER_CONNECTIONS": 20,
+                                          "FEED_RESERVED_CONNECTIONS": 18})
+
+
+def refused(base, account):
+    response = upgrade_response(base, f"/ws/feed?token={account.token}")
+    return response.status, response.getheader("Retry-After"), json.loads(response.read())
+
+
+def test_past_capacity_a_socket_gets_503_and_readiness_says_full(
+        app, live_server, connect, make_user, customer, caplog):
+    caplog.set_level(logging.WARNING, "saathii.realtime.hub")
+    first, _ = connect(customer), connect(make_user())
+    status, retry_after, body = refused(live_server, make_user())
+    assert (status, body) == (503, {"detail": "Too many feed sockets on this server, "
+                                              "connect again"})
+    assert 1 <= int(retry_after) <= 5  # jittered, so refused clients come back spread out
+    refused(live_server, customer)  # a second refusal: no second log line
+
+    client = app.test_client()
+    assert client.get("/healthz").json == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json["status"] == "unavailable"
+    assert ready.json["checks"]["sockets"] == "full"
+    assert rest(live_server, "POST", "/both/status/heartbeat", customer) == (
+        200, {"message": "Heartbeat received"})
+    metrics = client.get("/metrics").text
+    assert "saathii_feed_socket_capacity 2.0" in metrics
+    assert 'saathii_feed_sockets_refused_total{reason="full"} 2.0' in metrics
+
+    first.close()  # room again: readiness and opens come back, and the log says so
+    hub = app.extensions["saathii_realtime"].hub
+    deadline = time.monotonic() + 5
+    while hub.count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.get("/readyz").json["checks"]["sockets"] == "ok"
+    late = connect(customer)
+    assert late.hello["data"]["user_id"] == customer.id
+    said = [record.getMessage() for record in caplog.records
+            if record.name == "saathii.realtime.hub"]
+    assert said == ["feed sockets: all 2 taken; refusing new sockets with 503 (REST and "
+                    "health checks keep their reserved connections)",
+                    "feed sockets: 1 of 2 held; taking new sockets again"]
+
+
+def test_a_full_gunicorn_worker_still_answers_rest_and_health(web_process, make_user):
+    """Sockets fill every slot the worker gives them, and no more: the next open gets 503
+    and REST and health are answered (before, the sockets took every connection slot and
+    everything else waited in the listen backlog)."""
+    base = web_process(workers=1, relay=None, WORKER_CONNECTIONS=24,
+                       FEED_RESERVED_CONNECTIONS=12)
+    users = [make_user() for _ in range(24)]
+    held = []
+    try:
+        # One socket a user, up to every slot the worker has: the 13th is refused (before,
+        # the 25th open waited for a slot that never came, and timed out).
+        for user in users:
+            response = upgrade_response(base, f"/ws/feed?token={user.token}")
+            if response.status != 101:
+                break
+            held.append(response)
+        assert len(held) == 12
+        assert (response.status, json.loads(response.read())) == (
+            503, {"detail": "Too many feed sockets on this server, connect again"})
+        assert rest(base, "POST", "/both/status/heartbeat", users[0]) == (
+            200, {"message": "Heartbeat received"})
+        connection = http.client.HTTPConnection(base, timeout=5)
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        assert (response.status, json.loads(response.read())) == (200, {"status": "ok"})
+        connection.request("GET", "/readyz")
+        response = connection.getresponse()
+        assert (response.status, json.loads(response.read())["checks"]["sockets"]) == (
+            503, "full")
+    finally:
+        for response in held:
+            response.close()
