@@ -130,6 +130,9 @@ class Config:
     # Each Redis call made on a request's behalf (rate limits, publishing) gives up after
     # this long, and is not retried.
     REDIS_TIMEOUT_SECONDS = _float("REDIS_TIMEOUT_SECONDS", 0.5)
+    # Redis connections a process keeps for its rate-limit counters; past them a call
+    # waits its turn (within REDIS_TIMEOUT_SECONDS) rather than fail.
+    REDIS_MAX_CONNECTIONS = _int("REDIS_MAX_CONNECTIONS", 50)
     NOTIFY_CHANNEL = os.environ.get("NOTIFY_CHANNEL", "saathii_events")
     # auto, redis, postgresql or none: resolved by event_relay() when the app is made.
     EVENT_RELAY = os.environ.get("EVENT_RELAY") or "auto"
@@ -143,6 +146,13 @@ class Config:
     WORKER_CONNECTIONS = worker_connections(_int("WORKER_CONNECTIONS", 0), open_files_limit())
     FEED_RESERVED_CONNECTIONS = reserved_connections(
         WORKER_CONNECTIONS, _int("FEED_RESERVED_CONNECTIONS", None))
+    # Requests of a worker at work at once, how many more may wait for one, and how
+    # long each may wait: past either, 503 with Retry-After at once (0 active: off).
+    ADMISSION_MAX_ACTIVE = _int("ADMISSION_MAX_ACTIVE", 16)
+    ADMISSION_MAX_WAITING = _int("ADMISSION_MAX_WAITING", 64)
+    ADMISSION_MAX_WAIT_SECONDS = _float("ADMISSION_MAX_WAIT_SECONDS", 0.25)
+    # A refused connection's next request is read after half this to this long.
+    ADMISSION_REFUSED_PAUSE_SECONDS = _float("ADMISSION_REFUSED_PAUSE_SECONDS", 1.0)
     FEED_PING_INTERVAL_SECONDS = _int("FEED_PING_INTERVAL_SECONDS", 25)
     FEED_MAX_MESSAGE_BYTES = 16 * 1024
     FEED_EVENT_RETENTION_HOURS = _int("FEED_EVENT_RETENTION_HOURS", 24)

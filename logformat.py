@@ -122,8 +122,9 @@ def _status(resp):
 
 class GunicornLogger(glogging.Logger):
     """gunicorn's logs in the service's format: tokens redacted from its error log (a
-    malformed request line is logged whole), successful health probes left out of the
-    access log, and with LOG_FORMAT=json one object per access line."""
+    malformed request line is logged whole), successful health probes and requests shed
+    under load left out of the access log, and with LOG_FORMAT=json one object per
+    access line."""
 
     def setup(self, cfg):
         super().setup(cfg)
@@ -136,6 +137,8 @@ class GunicornLogger(glogging.Logger):
     def access(self, resp, req, environ, request_time):
         if not self.access_log_enabled:
             return
+        if environ.get("saathii.shed"):
+            return  # a flood's refusals: counted in /metrics, said once in the error log
         path = environ.get("PATH_INFO") or ""
         status = _status(resp)
         level = logging.INFO

@@ -12,7 +12,7 @@ from config import Config, event_relay
 
 from logformat import log_format
 
-from . import database, deadline, events, limits, logs, metrics, realtime, scheduler
+from . import admission, database, deadline, events, limits, logs, metrics, realtime, scheduler
 from .api import read_body
 from .errors import bad_request, register_error_handlers
 from .extensions import db, migrate, sock
@@ -110,6 +110,7 @@ def create_app(config_class=Config):
     register_error_handlers(app)
     app.before_request(check_host)
     app.before_request(read_body)  # before any hook or view takes a database connection
+    admission.init_app(app)  # once the body is in: a slow sender holds no slot
     deadline.init_app(app)  # from when the body is in
 
     from .api import docs, favorites, feed, health, presence

@@ -2,7 +2,9 @@
 import logging
 import random
 import socket
+from http import HTTPStatus
 
+import orjson
 from flask import jsonify, request
 from marshmallow import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -10,7 +12,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
+from . import logs
 from .deadline import DeadlineExceeded
+
+HTTP_STATUS_PHRASES = {status.value: status.phrase for status in HTTPStatus}
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,12 @@ def sockets_full():
                     headers={"Retry-After": retry_after(1, 4)})
 
 
+def overloaded():
+    """Return the 503 of a request shed because the worker has more than it can serve."""
+    return APIError(503, "Server busy, try again shortly",
+                    headers={"Retry-After": retry_after(1, 2)})
+
+
 def unavailable():
     """Return the 503 of a database that cannot answer now."""
     return APIError(503, "Service temporarily unavailable, try again shortly",
@@ -92,6 +103,16 @@ def validation_error(err):
         text = str(text).rstrip(".")
         parts.append(f"{field}: {text}" if field != "_schema" else text)
     return APIError(400, "; ".join(parts) or "Invalid input", errors=messages)
+
+
+def wsgi_error(environ, start_response, error):
+    """Answer an APIError below Flask (no request context: the cheapest answer there is,
+    for a request refused before the app sees it), with a request id like every other."""
+    body = orjson.dumps({"detail": error.detail})
+    start_response(f"{error.status} {HTTP_STATUS_PHRASES[error.status]}", [
+        ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+        (logs.HEADER, logs.request_id_for(environ)), *error.headers.items()])
+    return [body]
 
 
 def error_response(status, detail, errors=None, headers=None, close=False):

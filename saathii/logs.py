@@ -62,11 +62,18 @@ def configure_logging(level, log_format="text"):
     handler.setFormatter(formatter(log_format))
 
 
+def request_id_for(environ):
+    """The client's X-Request-ID when sane, else a new one; kept in the environ for
+    gunicorn's access log."""
+    sent = environ.get("HTTP_X_REQUEST_ID")
+    request_id = sent if sent and SANE_ID.fullmatch(sent) else uuid.uuid4().hex
+    environ["saathii.request_id"] = request_id
+    return request_id
+
+
 def assign_request_id():
-    """before_request: the client's X-Request-ID when sane, else a new one."""
-    sent = request.headers.get(HEADER)
-    g.request_id = sent if sent and SANE_ID.fullmatch(sent) else uuid.uuid4().hex
-    request.environ["saathii.request_id"] = g.request_id
+    """before_request: the request's id (request_id_for)."""
+    g.request_id = request_id_for(request.environ)
 
 
 def tag_response(response):

@@ -19,7 +19,7 @@ MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LIMITS = ("heartbeat", "favorite-changes", "presence-lookups")
 SLOW_REASONS = ("queue_full", "send_timeout")
-REFUSED_REASONS = ("full", "busy")
+REFUSED_REASONS = ("full",)
 
 HTTP_REQUESTS = Counter(
     "saathii_http_requests_total", "HTTP requests answered, by method, route template and "
@@ -34,8 +34,11 @@ FEED_SOCKET_CAPACITY = Gauge(
     "saathii_feed_socket_capacity", "Feed sockets the service takes before it refuses new "
     "ones with 503 (the sum of its workers' capacities).", multiprocess_mode="livesum")
 REFUSED_SOCKETS = Counter(
-    "saathii_feed_sockets_refused_total", "Feed socket opens refused before the upgrade, by "
-    "reason: full (the worker holds its capacity) or busy (shed under load).", ["reason"])
+    "saathii_feed_sockets_refused_total", "Feed socket opens refused before the upgrade "
+    "because the worker holds all the sockets it takes, by reason (full).", ["reason"])
+SHED = Counter(
+    "saathii_requests_shed_total", "Requests refused with 503 because the worker had more "
+    "than it could serve: request (REST) or socket (a feed socket's open).", ["kind"])
 EVENTS_PUBLISHED = Counter("saathii_events_published_total",
                            "Events published once their change committed, by type.", ["type"])
 EVENTS_DELIVERED = Counter("saathii_events_delivered_total",
@@ -62,6 +65,8 @@ for _reason in SLOW_REASONS:  # every series exists from the start, at 0
     SLOW_SOCKETS.labels(_reason)
 for _reason in REFUSED_REASONS:
     REFUSED_SOCKETS.labels(_reason)
+for _kind in ("request", "socket"):
+    SHED.labels(_kind)
 for _limit in LIMITS:
     RATE_LIMITED.labels(_limit)
 for _outcome in ("ok", "failed"):
@@ -108,6 +113,12 @@ def socket_refused(reason):
     """A feed socket open was refused before its upgrade."""
     if _enabled:
         _child(REFUSED_SOCKETS, reason).inc()
+
+
+def request_shed(kind):
+    """A request (or a socket's open) was refused under load."""
+    if _enabled:
+        _child(SHED, kind).inc()
 
 
 def relay_up(up):
