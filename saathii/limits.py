@@ -5,6 +5,7 @@ import math
 import time
 from functools import lru_cache, wraps
 
+import redis
 from flask import current_app, g
 from flask_limiter import RateLimitExceeded
 from flask_limiter.util import get_remote_address
@@ -16,6 +17,9 @@ from .errors import too_many_requests, unauthorized
 from .extensions import limiter
 from .limit_counters import ProcessCounters  # noqa: F401 - registers process-memory://
 from .realtime.relay import client_options
+
+log = logging.getLogger(__name__)
+STORE_FAILURE_LOG_SECONDS = 10
 
 
 def caller_key():
@@ -62,8 +66,8 @@ def spend(setting, scope, user_id):
             if not limiter.limiter.hit(item, *key):
                 return False
         return True
-    except Exception:  # noqa: BLE001 - as in views: a failing store lets the hit through
-        logging.getLogger(__name__).warning("rate-limit store failed", exc_info=True)
+    except Exception as err:  # noqa: BLE001 - as in views: a failing store lets it through
+        _store_failed(err)
         return True
 
 
@@ -76,6 +80,19 @@ def require_within(setting, scope, user_id):
         raise unauthorized()
     metrics.rate_limited(scope)
     raise too_many_requests(_seconds_to_reset(setting, scope, user_id))
+
+
+_last_store_failure = [0.0]
+
+
+def _store_failed(err):
+    """Say that the counters' store failed: one line (no traceback: it is the store's
+    outage, not a bug here), at most every STORE_FAILURE_LOG_SECONDS during an outage."""
+    now = time.monotonic()
+    if now - _last_store_failure[0] >= STORE_FAILURE_LOG_SECONDS:
+        _last_store_failure[0] = now
+        log.warning("rate-limit store failed (%s: %s); hits let through meanwhile",
+                    err.__class__.__name__, err)
 
 
 @lru_cache(maxsize=64)
@@ -119,8 +136,14 @@ def init_app(app):
         # Every request waits on this store: bounded and never retried, so a stalled
         # Redis costs a request REDIS_TIMEOUT_SECONDS once, then the limiter counts in
         # memory (the fallback below) and looks at Redis again with a growing backoff.
-        config.setdefault("RATELIMIT_STORAGE_OPTIONS",
-                          client_options(config["REDIS_TIMEOUT_SECONDS"]))
+        # A pool that makes callers wait their turn (each at most the same timeout)
+        # past REDIS_MAX_CONNECTIONS, rather than fail with MaxConnectionsError: a surge
+        # of socket opens or pings counts in Redis without a connection each.
+        timeout = config["REDIS_TIMEOUT_SECONDS"]
+        config.setdefault("RATELIMIT_STORAGE_OPTIONS", {
+            "connection_pool": redis.BlockingConnectionPool.from_url(
+                config["RATELIMIT_STORAGE_URI"], max_connections=config[
+                    "REDIS_MAX_CONNECTIONS"], timeout=timeout, **client_options(timeout))})
     config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     # If Redis fails, count in memory for a while rather than fail requests.
     config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)

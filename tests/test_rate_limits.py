@@ -236,3 +236,49 @@ def test_favorite_checks_share_the_look_up_budget(limited, customer, listener):
     response = client.get(f"/favorites/check/{listener.id}", headers=customer.headers)
     assert (response.status_code, response.json["is_favorited"]) == (200, False)
     assert_limited(client.get(f"/favorites/check/{listener.id}", headers=customer.headers))
+
+
+def test_a_surge_waits_for_the_counters_pool_and_logs_no_traceback(config, redis_url,
+                                                                 caplog):
+    """Many counts at once share REDIS_MAX_CONNECTIONS connections, each waiting its turn
+    within REDIS_TIMEOUT_SECONDS; with Redis stalled they are let through with one log
+    line and no traceback (before: a connection each, then MaxConnectionsError)."""
+    import threading
+
+    from saathii import limits
+    from .proxy import TcpProxy
+
+    redis_host, redis_port = redis_url.split("//")[1].split("/")[0].split(":")
+    proxy = TcpProxy(redis_host, int(redis_port))
+    store = f"redis://127.0.0.1:{proxy.port}/0"
+    app = create_app(type("Pooled", (config,), {
+        "RATELIMIT_ENABLED": True, "RATELIMIT_STORAGE_URI": store,
+        "RATELIMIT_KEY_PREFIX": f"test-{uuid.uuid4().hex}", "REDIS_MAX_CONNECTIONS": 3,
+        "REDIS_TIMEOUT_SECONDS": 1}))
+    answers = []
+
+    def count(user_id):
+        with app.app_context():
+            answers.append(limits.spend("RATELIMIT_HEARTBEAT", "heartbeat", user_id))
+
+    def surge():
+        threads = [threading.Thread(target=count, args=(n,)) for n in range(40)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+
+    try:
+        surge()
+        assert len(proxy.connections) <= 3  # the pool's, however many count at once
+        assert not [record for record in caplog.records if record.name == "saathii.limits"]
+        proxy.pause()
+        surge()  # each waits for a connection, then for Redis, then is let through
+        assert answers == [True] * 80  # within the limit, then let through by the outage
+        failures = [record for record in caplog.records if record.name == "saathii.limits"]
+        assert failures and all(record.exc_info is None for record in failures)
+        assert len(failures) == 1  # one line for the outage, not one a hit
+        assert "rate-limit store failed" in failures[0].getMessage()
+    finally:
+        proxy.close()
+        app.extensions["saathii_realtime"].stop()
