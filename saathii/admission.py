@@ -7,10 +7,11 @@ requests of a worker are at work at once; up to ADMISSION_MAX_WAITING more wait 
 to finish, in arrival order and each at most ADMISSION_MAX_WAIT_SECONDS; the rest, and
 those that wait too long, get 503 with Retry-After before any of their work is done (a
 slot is taken once the body is in: a client sending slowly holds none).
-A refused connection's next request is then read only after a pause (a second at most):
-a client that ignores Retry-After and asks again at once would otherwise keep the worker
-busy refusing it, and every request the worker serves would wait its turn behind the
-refusals. Health probes and /metrics are never refused. Cost: a lock and a counter a
+A refused connection's next request is then read only after a pause (a second at most),
+and a caller (by its credentials) that comes back sooner than Retry-After told it may
+take a free slot but not a place in line: a client that ignores Retry-After would
+otherwise keep the worker busy refusing it, and hold the line against those that wait
+as told. Health probes and /metrics are never refused. Cost: a lock and a counter a
 request.
 """
 import logging
@@ -27,6 +28,10 @@ from .errors import overloaded, wsgi_error
 log = logging.getLogger(__name__)
 # Shedding is said to have ended once nothing was refused for this long.
 QUIET_SECONDS = 5
+# A caller refused is told to come back in a second or more (Retry-After); one that comes
+# back sooner may take a free slot, but not a place in line before those who waited.
+RETRY_SOONEST_SECONDS = 1
+MAX_REMEMBERED = 10000
 # Answered whatever the load: an operator or a router must see the process.
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 KEY = "saathii_admission"
@@ -48,8 +53,23 @@ class Admission:
         self.yielding = deque()
         self.refused = 0  # since shedding began (0: not shedding)
         self.last_refusal = 0.0
+        self.refusals = {}  # caller -> when it was last refused (monotonic)
 
-    def enter(self, yielding=False):
+    def refused_lately(self, caller):
+        """Whether `caller` was refused less than RETRY_SOONEST_SECONDS ago: it did not
+        wait as told, and may take a free slot but not a place in line."""
+        when = self.refusals.get(caller)
+        return when is not None and time.monotonic() - when < RETRY_SOONEST_SECONDS
+
+    def remember_refusal(self, caller):
+        """Note that `caller` was refused now (old notes go once there are many)."""
+        now = time.monotonic()
+        if len(self.refusals) >= MAX_REMEMBERED:
+            self.refusals = {key: when for key, when in self.refusals.items()
+                             if now - when < RETRY_SOONEST_SECONDS}
+        self.refusals[caller] = now
+
+    def enter(self, yielding=False, may_wait=True):
         """Take a slot, waiting for one in turn if need be; False when refused. A
         `yielding` caller (a feed socket's greeting: cheap to keep waiting, and a surge
         of them must not slow requests) gets a slot only when no request waits for one,
@@ -63,7 +83,7 @@ class Admission:
                 return True
             line, wait = (self.yielding, self.yielding_wait) if yielding else (
                 self.waiting, self.max_wait)
-            if not wait or (not yielding and len(line) >= self.max_waiting):
+            if not (wait and may_wait) or (not yielding and len(line) >= self.max_waiting):
                 return self._refuse()
             turn = threading.Event()
             line.append(turn)
@@ -94,10 +114,10 @@ class Admission:
             else:
                 self.active -= 1
 
-    def turn_away(self):
+    def turn_away(self, may_wait=True):
         """Refuse a request now if it could neither take a slot nor wait for one; return
         whether it was refused."""
-        if len(self.waiting) < self.max_waiting or self.active < self.max_active:
+        if self.active < self.max_active or (may_wait and len(self.waiting) < self.max_waiting):
             return False  # read without the lock: a request let through still enters()
         with self.lock:
             self._refuse()
@@ -114,9 +134,13 @@ class AdmissionMiddleware:
         self.pause = pause_seconds
 
     def __call__(self, environ, start_response):
-        if exempt(environ) or not self.admission.turn_away():
+        if exempt(environ):
             return self.wsgi_app(environ, start_response)
-        shed(environ)
+        caller = environ["saathii.caller"] = caller_of(environ)
+        may_wait = environ["saathii.may_wait"] = not self.admission.refused_lately(caller)
+        if not self.admission.turn_away(may_wait):
+            return self.wsgi_app(environ, start_response)
+        shed(environ, self.admission)
         return Paused(wsgi_error(environ, start_response, overloaded()), self.pause)
 
 
@@ -142,19 +166,29 @@ def exempt(environ):
             or environ.get("HTTP_UPGRADE", "").lower() == "websocket")
 
 
-def shed(environ):
-    """Count a refused request; it stays out of the access log (a flood would fill it)."""
+def caller_of(environ):
+    """Who asks, for telling those that retry sooner than told: their credentials (no
+    token is checked here), else their address."""
+    return environ.get("HTTP_AUTHORIZATION") or environ.get("REMOTE_ADDR")
+
+
+def shed(environ, control):
+    """Count a refused request and remember its caller; it stays out of the access log (a
+    flood would fill it)."""
     metrics.request_shed("request")
+    control.remember_refusal(environ["saathii.caller"])
     environ["saathii.shed"] = True
 
 
 def admit():
     """before_request, once the body is in (a client sending slowly holds no slot): take
     a slot, waiting in turn, or 503."""
-    if exempt(request.environ):
+    environ = request.environ
+    if exempt(environ):
         return
-    if not admission().enter():
-        shed(request.environ)
+    control = admission()
+    if not control.enter(may_wait=environ.get("saathii.may_wait", True)):
+        shed(environ, control)
         g.admission_pause = current_app.config["ADMISSION_REFUSED_PAUSE_SECONDS"]
         raise overloaded()
     g.admitted = True

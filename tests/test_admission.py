@@ -171,3 +171,17 @@ def test_a_full_line_turns_requests_away_below_flask_and_never_probes():
     admission.leave()
     waiter.join(5)
     admission.leave()
+
+
+def test_a_caller_back_sooner_than_told_takes_a_free_slot_but_no_place_in_line():
+    admission = Admission(max_active=1, max_waiting=5, max_wait_seconds=30,
+                          yielding_wait_seconds=30)
+    assert not admission.refused_lately("Bearer impatient")
+    admission.remember_refusal("Bearer impatient")
+    assert admission.refused_lately("Bearer impatient")
+    assert not admission.refused_lately("Bearer patient")
+    assert admission.enter(may_wait=False)  # a free slot: taken
+    assert admission.enter(may_wait=False) is False  # no slot: refused, no wait
+    assert admission.turn_away(may_wait=False)  # and refused below Flask too
+    assert not admission.turn_away(may_wait=True)  # the line has room for the patient
+    admission.leave()
