@@ -153,6 +153,9 @@ class Config:
     ADMISSION_MAX_WAIT_SECONDS = _float("ADMISSION_MAX_WAIT_SECONDS", 0.25)
     # A refused connection's next request is read after half this to this long.
     ADMISSION_REFUSED_PAUSE_SECONDS = _float("ADMISSION_REFUSED_PAUSE_SECONDS", 1.0)
+    # On a restart each worker closes its sockets (1012) telling each client when to come
+    # back: spread over sockets / this rate seconds, so the service is not asked all at once.
+    FEED_RECONNECT_RATE = _int("FEED_RECONNECT_RATE", 1500)
     FEED_PING_INTERVAL_SECONDS = _int("FEED_PING_INTERVAL_SECONDS", 25)
     FEED_MAX_MESSAGE_BYTES = 16 * 1024
     FEED_EVENT_RETENTION_HOURS = _int("FEED_EVENT_RETENTION_HOURS", 24)

@@ -44,15 +44,20 @@ access_log_format = ('%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms '
 # log (a malformed request line is logged whole); health probes out of the access log.
 logger_class = GunicornLogger
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+# Where workers mark that they accept (saathii/handover.py; the master imports none of the
+# app, whose modules must be loaded after the gevent worker patches them).
+HANDOVER_DIR = "SAATHII_HANDOVER_DIR"
 
 
 def on_starting(server):
     """Give the workers' metrics a fresh directory (prometheus_client's multiprocess mode:
-    /metrics sums what every worker wrote). Set before any worker imports the app; one
-    inherited from the environment is ignored (and so never removed by on_exit)."""
+    /metrics sums what every worker wrote), and one for their handover marks. Set before
+    any worker imports the app; ones inherited from the environment are ignored (and so
+    never removed by on_exit)."""
     os.environ.pop(METRICS_DIR, None)
     if Config.METRICS_ENABLED:
         os.environ[METRICS_DIR] = tempfile.mkdtemp(prefix="saathii-metrics-")
+    os.environ[HANDOVER_DIR] = tempfile.mkdtemp(prefix="saathii-handover-")
 
 
 def child_exit(server, worker):
@@ -65,16 +70,19 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    """Remove this start's metrics directory."""
-    if os.environ.get(METRICS_DIR):
-        shutil.rmtree(os.environ[METRICS_DIR], ignore_errors=True)
+    """Remove this start's metrics and handover directories."""
+    for name in (METRICS_DIR, HANDOVER_DIR):
+        if os.environ.get(name):
+            shutil.rmtree(os.environ[name], ignore_errors=True)
 
 
 def post_worker_init(worker):
     """Start the presence sweeper in each worker (SCHEDULER_ENABLED; a lease keeps one
     sweep at a time) and its event relay, without waiting for a first request or socket:
     readiness and saathii_relay_up then say from the start whether the relay connects.
-    On SIGTERM, close the feed sockets at once."""
+    On SIGTERM, close the feed sockets once any new workers of a reload accept. Then say
+    that this worker accepts (it does right after this hook)."""
+    from saathii import handover
     from saathii.realtime import KEY
     from saathii.scheduler import start_in_background
 
@@ -83,21 +91,29 @@ def post_worker_init(worker):
     if realtime is not None:
         realtime.listen(wait=0)
         close_sockets_on_exit(worker, realtime)
+    handover.announce_ready()
 
 
 def close_sockets_on_exit(worker, realtime):
     """On SIGTERM gunicorn stops accepting and lets in-flight requests finish (up to
     graceful_timeout); feed sockets never finish by themselves, so they are closed with
-    1012 (service restart) then, and clients reconnect at once to a live process."""
+    1012 (service restart) then, and clients reconnect at once to a live process: at
+    once when the service stops, and once the new workers accept in a reload (HUP)."""
     import signal
 
     import gevent
 
+    from saathii import handover
+
     handle_exit = worker.handle_exit
+
+    def close_after_handover():
+        handover.wait_for_successors(gevent.sleep)
+        realtime.shut_down()
 
     def exit_closing_sockets(sig, frame):
         handle_exit(sig, frame)
-        gevent.spawn(realtime.shut_down)  # not in the handler: it may wait on a lock
+        gevent.spawn(close_after_handover)  # not in the handler: it waits
 
     signal.signal(signal.SIGTERM, exit_closing_sockets)
 

@@ -65,7 +65,8 @@ def too_many_requests(retry_after):
 
 def restarting():
     """Return the 503 of a feed socket opening while this process stops."""
-    return APIError(503, "Service restarting, connect again", headers={"Retry-After": "1"})
+    return APIError(503, "Service restarting, connect again",
+                    headers={"Retry-After": retry_after(1, 2)})
 
 
 def retry_after(seconds, spread):

@@ -2,6 +2,7 @@
 for FEED_SEND_TIMEOUT_SECONDS; presence is coalesced, so bursts close no healthy socket."""
 import errno
 import json
+import re
 import signal
 import socket
 import threading
@@ -226,7 +227,8 @@ def test_sigterm_closes_sockets_with_1012_and_finishes_requests(web_process, cus
         with pytest.raises(simple_websocket.ConnectionClosed) as closed:
             while True:
                 assert client.ws.receive(timeout=10) is not None, "not closed in time"
-        assert (closed.value.reason, closed.value.message) == (1012, "Service restart")
+        assert closed.value.reason == 1012
+        assert re.fullmatch(r"Service restart; reconnect in (\d+) ms", closed.value.message)
     in_flight.sendall(body[5:])  # the in-flight request still completes
     answer = b""
     while b"}" not in answer:
@@ -243,6 +245,22 @@ def test_a_busy_socket_still_ends_when_its_token_expires():
     connection.deliver({"n": 1}, presence_of=2)  # always something to send
     assert connection._next() is None
     assert connection.closing == (1008, "Token expired")
+
+
+def test_a_restart_spreads_its_sockets_reconnects_over_count_over_rate_seconds():
+    hub = Hub()
+    sockets = [Connection(ws=None, user_id=n) for n in range(100)]
+    for connection in sockets:
+        hub.add(connection)
+    hub.close_all(1012, "Service restart", reconnect_rate=50)  # 100 sockets: 2 s
+    delays = []
+    for connection in sockets:
+        code, reason = connection.closing
+        delays.append(int(re.fullmatch(r"Service restart; reconnect in (\d+) ms",
+                                       reason).group(1)))
+    assert code == 1012
+    assert all(0 <= delay <= 2000 for delay in delays)
+    assert len(set(delays)) > 50  # each drawn alone: not one wave
 
 
 def test_a_socket_added_while_the_process_stops_is_closed_at_once():

@@ -16,10 +16,11 @@ class Realtime:
     """The process's hub, and the relay to other processes (config EVENT_RELAY): Redis,
     PostgreSQL's LISTEN/NOTIFY, or none."""
 
-    def __init__(self, hub, relay=None, guard=None):
+    def __init__(self, hub, relay=None, guard=None, reconnect_rate=None):
         self.hub = hub
         self.relay = relay
         self.guard = guard
+        self.reconnect_rate = reconnect_rate
         self.closing = False  # stopping: new sockets are refused (503), open ones closed
 
     def publish(self, event):
@@ -51,7 +52,7 @@ class Realtime:
         Sockets still opening are refused (until gunicorn stops accepting, within a
         second): a socket accepted now would hold the process until its graceful timeout."""
         self.closing = True  # before close_all: a socket registered after it sees this
-        self.hub.close_all(1012, "Service restart")
+        self.hub.close_all(1012, "Service restart", self.reconnect_rate)
 
     def stop(self):
         """Stop hearing other processes, and the guard."""
@@ -80,7 +81,8 @@ def init_app(app):
         metrics.socket_capacity(hub.capacity)
         relay = _relay(app.config, hub)
         guard = AccountGuard(app, hub, app.config["FEED_ACCOUNT_CHECK_SECONDS"])
-        realtime = app.extensions[KEY] = Realtime(hub, relay, guard)
+        realtime = app.extensions[KEY] = Realtime(hub, relay, guard,
+                                                  config["FEED_RECONNECT_RATE"])
         bus().subscribe(realtime.publish)
         if isinstance(relay, PostgresRelay):
             bus().stage_with(relay.stage)  # notifies inside the committing transaction

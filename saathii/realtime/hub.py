@@ -8,6 +8,7 @@ messages; past that the client is too slow, and it can replay favorite events wi
 import itertools
 import json
 import logging
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -209,13 +210,19 @@ class Hub:
         with self.lock:
             return list(self.by_user)
 
-    def close_all(self, code, reason):
-        """Close every socket here (their writers send the close), and any added later."""
+    def close_all(self, code, reason, reconnect_rate=None):
+        """Close every socket here (their writers send the close), and any added later.
+        With a reconnect_rate (sockets a second), each close's reason tells its client
+        when to come back, drawn over count / rate seconds (a second at least), so that
+        the clients return spread out rather than all at once."""
         with self.lock:
             self.closing = (code, reason)
             sockets = [socket for user in self.by_user.values() for socket in user]
+        spread = max(1.0, len(sockets) / reconnect_rate) if reconnect_rate else 0
         for connection in sockets:
-            connection.close(code, reason)
+            connection.close(code, f"{reason}; reconnect in "
+                             f"{round(random.uniform(0, spread) * 1000)} ms"
+                             if spread else reason)
 
     def close_user(self, user_id, code, reason):
         """Close every socket of a user here (their writers send the close)."""

@@ -87,7 +87,9 @@ export function connectFeed() {
     }
     const reason = `closed (${event.code}${event.reason ? ": " + event.reason : ""})`;
     if (opened) {
-      scheduleReconnect(reason);
+      // A restarting server names when to come back (1012), spreading its clients out.
+      const advised = event.code === 1012 && /reconnect in (\d+) ms/.exec(event.reason);
+      scheduleReconnect(reason, advised ? Number(advised[1]) : null);
       return;
     }
     // The upgrade failed: a refused token is final (api() signs out on 401); anything
@@ -99,12 +101,12 @@ export function connectFeed() {
   });
 }
 
-function scheduleReconnect(reason) {
+function scheduleReconnect(reason, advisedMs = null) {
   if (!feed.wanted || !session.token || feed.socket) return;
   clearTimeout(feed.timer);
   feed.attempt += 1;
   const ceiling = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (feed.attempt - 1));
-  const delay = Math.round(ceiling / 2 + Math.random() * ceiling / 2);
+  const delay = advisedMs ?? Math.round(ceiling / 2 + Math.random() * ceiling / 2);
   setState("waiting", `${reason}; reconnecting in ${(delay / 1000).toFixed(1)} s`);
   feed.timer = setTimeout(connectFeed, delay);
 }

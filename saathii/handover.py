@@ -1,0 +1,71 @@
+"""Zero-downtime reloads: on gunicorn's HUP, old workers close their feed sockets (1012)
+only once the new workers accept.
+
+gunicorn forks the new workers, then sends SIGTERM to the old ones at once, while the new
+ones are still loading the app (a second or more). Sockets closed then would reconnect to
+nobody: their clients wait in the listen backlog or retry. So each worker, once its app
+is loaded, leaves a mark in a directory the master made (SAATHII_HANDOVER_DIR); a worker
+told to stop closes its sockets as soon as every sibling younger than itself has left its
+mark (or died), at most HANDOVER_WAIT_SECONDS later; with no younger sibling (the whole
+service stops) it closes them at once. Linux only (/proc): elsewhere, at once. Cost: one
+small file a worker.
+"""
+import logging
+import os
+import time
+
+DIRECTORY = "SAATHII_HANDOVER_DIR"  # made and removed by gunicorn.conf.py's master hooks
+HANDOVER_WAIT_SECONDS = 10  # half gunicorn.conf.py's graceful_timeout
+POLL_SECONDS = 0.05
+
+log = logging.getLogger(__name__)
+
+
+def announce_ready():
+    """In a worker whose app is loaded and that is about to accept: leave its mark."""
+    directory = os.environ.get(DIRECTORY)
+    if directory and os.path.isdir(directory):
+        with open(os.path.join(directory, str(os.getpid())), "w"):
+            pass
+        log.info("worker %d ready to accept", os.getpid())
+
+
+def _started(pid):
+    """A process's start time (clock ticks since boot), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def younger_siblings():
+    """The master's other workers started after this one (a reload's new workers)."""
+    master, me = os.getppid(), os.getpid()
+    try:
+        with open(f"/proc/{master}/task/{master}/children") as children:
+            pids = [int(pid) for pid in children.read().split() if int(pid) != me]
+    except OSError:
+        return []
+    mine = _started(me)
+    return [pid for pid in pids if mine is not None and (_started(pid) or 0) > mine]
+
+
+def wait_for_successors(sleep=time.sleep, timeout=HANDOVER_WAIT_SECONDS):
+    """Wait until every younger sibling has left its mark or died (at most `timeout`);
+    return how many did not in time."""
+    directory = os.environ.get(DIRECTORY)
+    successors = younger_siblings() if directory else []
+    waited_for = len(successors)
+    deadline = time.monotonic() + timeout
+    while successors and time.monotonic() < deadline:
+        successors = [pid for pid in successors if _started(pid) is not None
+                      and not os.path.exists(os.path.join(directory, str(pid)))]
+        if successors:
+            sleep(POLL_SECONDS)
+    if successors:
+        log.warning("handover: %d new workers not ready after %d s; closing feed sockets "
+                    "anyway", len(successors), timeout)
+    elif waited_for:
+        log.info("handover: the new workers accept; closing feed sockets")
+    return len(successors)

@@ -1,0 +1,37 @@
+"""A reload (gunicorn's HUP) hands feed sockets over: the old workers close them with
+1012 only once the new workers accept; a stop (SIGTERM) closes them at once."""
+import os
+import signal
+
+import pytest
+import simple_websocket
+
+from .conftest import FeedClient, read_logs_until
+from .workers import worker_pids
+
+
+def closed_with(client):
+    with pytest.raises(simple_websocket.ConnectionClosed) as closed:
+        while True:
+            client.ws.receive(timeout=30)
+    return closed.value.reason
+
+
+def test_a_reload_closes_sockets_only_once_the_new_workers_accept(web_process, customer,
+                                                                  tmp_path):
+    base = web_process(workers=1, relay=None, LOG_LEVEL="INFO")
+    master = web_process.masters[-1]
+    old = worker_pids(master, 1)
+    client = FeedClient(base, customer.token)
+    assert client.receive()["type"] == "connection_established"
+    read_logs_until(tmp_path, f"worker {old[0]} ready to accept")
+    os.kill(master, signal.SIGHUP)
+    assert closed_with(client) == 1012
+    logs = read_logs_until(tmp_path, "handover: the new workers accept; closing feed sockets")
+    new = [pid for pid in worker_pids(master, 1) if pid not in old]
+    assert new, "no new worker"
+    ready = logs.index(f"worker {new[0]} ready to accept")
+    assert ready < logs.index("handover: the new workers accept")
+    again = FeedClient(base, customer.token)  # the new worker greets
+    assert again.receive()["type"] == "connection_established"
+    again.close()
