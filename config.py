@@ -156,6 +156,9 @@ class Config:
     # On a restart each worker closes its sockets (1012) telling each client when to come
     # back: spread over sockets / this rate seconds, so the service is not asked all at once.
     FEED_RECONNECT_RATE = _int("FEED_RECONNECT_RATE", 1500)
+    # How long a restarted web process takes to answer again: on a stop (not a reload,
+    # where the new workers accept already) the reconnect delays start after it.
+    FEED_RESTART_SECONDS = _float("FEED_RESTART_SECONDS", 3)
     FEED_PING_INTERVAL_SECONDS = _int("FEED_PING_INTERVAL_SECONDS", 25)
     FEED_MAX_MESSAGE_BYTES = 16 * 1024
     FEED_EVENT_RETENTION_HOURS = _int("FEED_EVENT_RETENTION_HOURS", 24)

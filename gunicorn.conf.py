@@ -108,8 +108,7 @@ def close_sockets_on_exit(worker, realtime):
     handle_exit = worker.handle_exit
 
     def close_after_handover():
-        handover.wait_for_successors(gevent.sleep)
-        realtime.shut_down()
+        realtime.shut_down(reload=handover.wait_for_successors(gevent.sleep))
 
     def exit_closing_sockets(sig, frame):
         handle_exit(sig, frame)

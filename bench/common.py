@@ -1,9 +1,12 @@
 """Shared bench helpers: paths, logging, the bench databases, tokens, the app's environment."""
+import json
 import os
+import queue
 import resource
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit, urlunsplit
@@ -152,3 +155,48 @@ def raise_fd_limit():
 def stamp():
     """A timestamp for file names."""
     return time.strftime("%Y%m%d-%H%M%S")
+
+
+class ClientProcess:
+    """A client process of a bench script (its own gevent loop), spoken to with JSON
+    lines: `first_line` goes in, then it must say `ready`."""
+
+    def __init__(self, command, first_line, ready_timeout=30):
+        self.process = subprocess.Popen(command, cwd=BENCH, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.send(first_line)
+        self.expect("ready", ready_timeout)
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.lines.put(json.loads(line))
+        self.lines.put({"event": "exit"})
+
+    def send(self, line):
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def expect(self, event, timeout):
+        """The next message, which must be `event`."""
+        try:
+            message = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise BenchError(f"client {self.process.pid}: no {event} in {timeout:.0f} s")
+        if message["event"] != event:
+            raise BenchError(f"client {self.process.pid}: {message['event']} instead of {event}")
+        return message
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.process.pid}/stat") as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self):
+        try:
+            self.send("close")
+            self.process.stdin.close()
+            self.process.wait(30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()

@@ -32,6 +32,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import queue  # noqa: E402
 import random  # noqa: E402
+import re  # noqa: E402
 import shlex  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
@@ -39,9 +40,9 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 
-from common import (BENCH, DEFAULT_DATABASE_URL, RESULTS, ROOT, BenchError, app_env,  # noqa: E402
-                    create_database, libpq_url, log, raise_fd_limit, stamp, token,
-                    with_database)
+from common import (BENCH, DEFAULT_DATABASE_URL, RESULTS, ROOT, BenchError,  # noqa: E402
+                    ClientProcess, app_env, create_database, libpq_url, log,
+                    raise_fd_limit, stamp, token, with_database)
 
 SIZES = {
     "full": {"users": 12_000, "listeners": 5_000, "heavy_favorites": 100,
@@ -180,6 +181,9 @@ def client_main(args):
                     errors[f"closed with {closed.code} {closed.reason}"] += 1
                     if closed.code is not None:
                         return
+                advised = re.search(r"reconnect in (\d+) ms", closed.reason)
+                if advised:  # as docs/api.md asks: come back when the server said
+                    gevent.sleep(int(advised.group(1)) / 1000)
             except Exception as err:  # noqa: BLE001 - counted and reported
                 errors[describe(err)] += 1
                 return
@@ -200,51 +204,14 @@ def client_main(args):
     gevent.killall(greenlets, block=False)
 
 
-class Client:
-    """A client process of this script, spoken to with JSON lines."""
+class Client(ClientProcess):
+    """A client process of this script."""
 
     def __init__(self, mode, port, users, concurrency, args):
-        command = [sys.executable, os.path.abspath(__file__), "--client", "--mode", mode,
-                   "--port", str(port), "--concurrency", str(concurrency),
-                   "--backoff", str(args.backoff), "--backoff-cap", str(args.backoff_cap)]
-        self.process = subprocess.Popen(command, cwd=BENCH, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, bufsize=1)
-        self.lines = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.send(json.dumps(users))
-        self.expect("ready", 30)
-
-    def _read(self):
-        for line in self.process.stdout:
-            self.lines.put(json.loads(line))
-        self.lines.put({"event": "exit"})
-
-    def send(self, line):
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-
-    def expect(self, event, timeout):
-        """The next message, which must be `event`."""
-        try:
-            message = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            raise BenchError(f"client {self.process.pid}: no {event} in {timeout:.0f} s")
-        if message["event"] != event:
-            raise BenchError(f"client {self.process.pid}: {message['event']} instead of {event}")
-        return message
-
-    def cpu_seconds(self):
-        with open(f"/proc/{self.process.pid}/stat") as file:
-            fields = file.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self):
-        try:
-            self.send("close")
-            self.process.stdin.close()
-            self.process.wait(30)
-        except (OSError, subprocess.TimeoutExpired):
-            self.process.kill()
+        super().__init__([sys.executable, os.path.abspath(__file__), "--client", "--mode",
+                          mode, "--port", str(port), "--concurrency", str(concurrency),
+                          "--backoff", str(args.backoff), "--backoff-cap",
+                          str(args.backoff_cap)], json.dumps(users))
 
 
 def split(items, parts):

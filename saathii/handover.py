@@ -53,7 +53,7 @@ def younger_siblings():
 
 def wait_for_successors(sleep=time.sleep, timeout=HANDOVER_WAIT_SECONDS):
     """Wait until every younger sibling has left its mark or died (at most `timeout`);
-    return how many did not in time."""
+    return whether there were any (a reload: new workers take the sockets at once)."""
     directory = os.environ.get(DIRECTORY)
     successors = younger_siblings() if directory else []
     waited_for = len(successors)
@@ -68,4 +68,4 @@ def wait_for_successors(sleep=time.sleep, timeout=HANDOVER_WAIT_SECONDS):
                     "anyway", len(successors), timeout)
     elif waited_for:
         log.info("handover: the new workers accept; closing feed sockets")
-    return len(successors)
+    return bool(waited_for)

@@ -16,11 +16,12 @@ class Realtime:
     """The process's hub, and the relay to other processes (config EVENT_RELAY): Redis,
     PostgreSQL's LISTEN/NOTIFY, or none."""
 
-    def __init__(self, hub, relay=None, guard=None, reconnect_rate=None):
+    def __init__(self, hub, relay=None, guard=None, reconnect_rate=None, restart_seconds=0):
         self.hub = hub
         self.relay = relay
         self.guard = guard
         self.reconnect_rate = reconnect_rate
+        self.restart_seconds = restart_seconds
         self.closing = False  # stopping: new sockets are refused (503), open ones closed
 
     def publish(self, event):
@@ -46,13 +47,16 @@ class Realtime:
         self.relay.start(wait if self.relay.thread is None else 0)
         return self.relay.connected
 
-    def shut_down(self):
+    def shut_down(self, reload=False):
         """The process is stopping: close every socket with 1012 (service restart), so
-        clients reconnect at once (to another process) rather than when it is killed.
-        Sockets still opening are refused (until gunicorn stops accepting, within a
-        second): a socket accepted now would hold the process until its graceful timeout."""
+        clients reconnect (to another process) rather than when it is killed, each told
+        when: spread over the sockets held, after the time a restarted process takes to
+        answer, or from now in a reload (the new workers accept already). Sockets still
+        opening are refused (until gunicorn stops accepting, within a second): a socket
+        accepted now would hold the process until its graceful timeout."""
         self.closing = True  # before close_all: a socket registered after it sees this
-        self.hub.close_all(1012, "Service restart", self.reconnect_rate)
+        self.hub.close_all(1012, "Service restart", self.reconnect_rate,
+                           0 if reload else self.restart_seconds)
 
     def stop(self):
         """Stop hearing other processes, and the guard."""
@@ -81,8 +85,8 @@ def init_app(app):
         metrics.socket_capacity(hub.capacity)
         relay = _relay(app.config, hub)
         guard = AccountGuard(app, hub, app.config["FEED_ACCOUNT_CHECK_SECONDS"])
-        realtime = app.extensions[KEY] = Realtime(hub, relay, guard,
-                                                  config["FEED_RECONNECT_RATE"])
+        realtime = app.extensions[KEY] = Realtime(
+            hub, relay, guard, config["FEED_RECONNECT_RATE"], config["FEED_RESTART_SECONDS"])
         bus().subscribe(realtime.publish)
         if isinstance(relay, PostgresRelay):
             bus().stage_with(relay.stage)  # notifies inside the committing transaction

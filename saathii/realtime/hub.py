@@ -210,18 +210,18 @@ class Hub:
         with self.lock:
             return list(self.by_user)
 
-    def close_all(self, code, reason, reconnect_rate=None):
+    def close_all(self, code, reason, reconnect_rate=None, after=0):
         """Close every socket here (their writers send the close), and any added later.
         With a reconnect_rate (sockets a second), each close's reason tells its client
-        when to come back, drawn over count / rate seconds (a second at least), so that
-        the clients return spread out rather than all at once."""
+        when to come back: `after` seconds, plus a delay drawn over count / rate seconds
+        (a second at least), so that the clients return spread out, not all at once."""
         with self.lock:
             self.closing = (code, reason)
             sockets = [socket for user in self.by_user.values() for socket in user]
         spread = max(1.0, len(sockets) / reconnect_rate) if reconnect_rate else 0
         for connection in sockets:
             connection.close(code, f"{reason}; reconnect in "
-                             f"{round(random.uniform(0, spread) * 1000)} ms"
+                             f"{round((after + random.uniform(0, spread)) * 1000)} ms"
                              if spread else reason)
 
     def close_user(self, user_id, code, reason):
