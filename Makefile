@@ -36,5 +36,6 @@ bench-smoke: install
 	$(BIN)/python bench/run.py --smoke
 	$(BIN)/python bench/attacks.py --smoke
 	$(BIN)/python bench/overload.py --smoke
+	$(BIN)/python bench/capacity.py --smoke
 	$(BIN)/python bench/relays.py --events 200 --threads 1,4
 	$(BIN)/python bench/reconnects.py --smoke

@@ -1,0 +1,417 @@
+"""Capacity: how many connected users the Procfile's web process carries on this machine.
+
+    python bench/capacity.py [--users 10000] [--steady 60] [--redis-url URL] [--smoke]
+
+Every user holds a feed socket and sends a REST heartbeat every 30 s (as the seed
+documents ask); a tenth are listeners, each favorited by about 90 customers, toggling busy
+and available every 5 minutes on average; customers add and remove favorites (20 a
+second) and read their list and their favorites' presence (20 a second each). Phases:
+connect (every socket opens and is greeted), ramp (everyone's first heartbeat within 30 s,
+as after an evening's start), steady (--steady seconds, measured). Prints per request kind
+p50 / p99 / errors per phase, presence-event delivery latency (change's timestamp to the
+customer's socket), server and PostgreSQL CPU (cores) and server memory per socket. The
+users come from several client processes (bench/wsclient.py under gevent; one process
+holds at most ~19,000 files). Seeds its own database; only 127.0.0.1 is contacted; every
+loop is bounded; exits non-zero on a lost socket, an error answer or a server traceback.
+"""
+import sys
+
+if "--client" in sys.argv:
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import time  # noqa: E402
+from datetime import datetime  # noqa: E402
+
+from common import (DEFAULT_DATABASE_URL, RESULTS, BenchError, ClientProcess,  # noqa: E402
+                    create_database, libpq_url, log, raise_fd_limit, stamp, token,
+                    with_database)
+
+BEAT_SECONDS, TOGGLE_MEAN_SECONDS = 30, 300
+CHURN_PER_SECOND, PAGES_PER_SECOND, PRESENCE_PER_SECOND = 20, 20, 20
+FAVORITES_EACH = 10  # a customer's favorites: 9 customers a listener, x 10 = about 90
+USERS_PER_CLIENT = 6000
+KINDS = ("heartbeat", "status", "favorite_add", "favorite_remove", "page", "presence")
+
+
+def percentile(values, share):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else None
+
+
+# ----------------------------------------------------------------------- client process
+
+def client_main(args):
+    """One client process: users from stdin (JSON), then commands: phase NAME, report."""
+    import http.client as http
+
+    import gevent
+    import gevent.lock
+    from gevent.fileobject import FileObjectPosix
+
+    from wsclient import Closed, WebSocket
+
+    stdin = FileObjectPosix(sys.stdin.fileno(), "rb", close=False)
+    spec = json.loads(stdin.readline())
+    users, listeners, customers = spec["users"], spec["listeners"], spec["customers"]
+    favorites = {int(k): v for k, v in spec["favorites"].items()}
+    actor = spec["actor"]  # this process also sends the churn and the reads
+    phase = {"name": "connect"}
+    samples = {}  # (phase, kind) -> [seconds]
+    failures = {}  # (phase, kind) -> count
+    deliveries = []  # (phase, seconds) of presence events
+    lost = []
+    greeted = []
+
+    def say(**fields):
+        sys.stdout.write(json.dumps(fields) + "\n")
+        sys.stdout.flush()
+
+    def record(kind, seconds, ok):
+        key = f"{phase['name']}/{kind}"
+        if ok:
+            samples.setdefault(key, []).append(seconds)
+        else:
+            failures[key] = failures.get(key, 0) + 1
+
+    def call(kind, method, path, user_id, body=None):
+        started = time.perf_counter()
+        ok = False
+        try:
+            conn = http.HTTPConnection("127.0.0.1", args.port, timeout=30)
+            headers = {"Authorization": f"Bearer {tokens[user_id]}"}
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+            conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                         headers=headers)
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            ok = response.status == 200
+        except OSError:
+            pass
+        record(kind, time.perf_counter() - started, ok)
+
+    def hold(user_id):
+        try:
+            with opening:  # at most --concurrency opens in flight; then held for good
+                ws = WebSocket.connect(args.port, f"/ws/feed?token={tokens[user_id]}",
+                                       timeout=60)
+                hello = json.loads(ws.receive())
+                assert hello["type"] == "connection_established", hello
+            ws.sock.settimeout(None)  # pings come every FEED_PING_INTERVAL_SECONDS
+            greeted.append(time.time())
+            while True:
+                message = json.loads(ws.receive())
+                if message["type"].startswith("listener_"):
+                    sent = datetime.fromisoformat(message["timestamp"].replace("Z", "+00:00"))
+                    deliveries.append((phase["name"], time.time() - sent.timestamp()))
+        except Closed as closed:
+            lost.append(f"closed {closed.code} {closed.reason}")
+        except Exception as err:  # noqa: BLE001 - counted and reported
+            lost.append(f"{type(err).__name__}: {str(err)[:80]}")
+
+    def beat(user_id):
+        gevent.sleep(random.uniform(0, BEAT_SECONDS))  # everyone comes online within 30 s
+        while True:
+            call("heartbeat", "POST", "/both/status/heartbeat", user_id)
+            gevent.sleep(BEAT_SECONDS)
+
+    def toggle(user_id):
+        busy = False
+        while True:
+            gevent.sleep(random.expovariate(1 / TOGGLE_MEAN_SECONDS))
+            busy = not busy
+            call("status", "PUT", "/both/status/me", user_id,
+                 {"is_busy": busy, "wait_time": 5} if busy else {"is_busy": False})
+
+    def every(rate, action):
+        while True:
+            gevent.spawn(action)
+            gevent.sleep(random.expovariate(rate))
+
+    def churn():
+        customer = random.choice(customers)
+        listener = random.choice(listeners)
+        call("favorite_add", "POST", "/favorites/add", customer, {"listener_id": listener})
+        call("favorite_remove", "DELETE", "/favorites/remove", customer,
+             {"listener_id": listener})
+
+    def page():
+        call("page", "GET", "/favorites?page=1&per_page=20", random.choice(customers))
+
+    def presence():
+        customer = random.choice(customers)
+        ids = ",".join(map(str, favorites.get(customer, listeners[:10])))
+        call("presence", "GET", f"/users/presence?user_ids={ids}", customer)
+
+    tokens = {user_id: token(user_id) for user_id in set(users) | set(customers)}
+    say(event="ready")
+    opening = gevent.lock.BoundedSemaphore(args.concurrency)
+    holders = [gevent.spawn(hold, user_id) for user_id in users]
+    started = time.time()
+    while len(greeted) + len(lost) < len(users) and time.time() - started < 600:
+        gevent.sleep(0.1)
+    say(event="connected", greeted=len(greeted), lost=lost[:5], lost_count=len(lost),
+        first=min(greeted, default=None), last=max(greeted, default=None))
+    workers = []
+    while True:
+        line = stdin.readline().decode().strip()
+        if not line or line == "close":
+            break
+        if line.startswith("phase "):
+            phase["name"] = line.split()[1]
+            if phase["name"] == "ramp":
+                workers += [gevent.spawn(beat, u) for u in users]
+                workers += [gevent.spawn(toggle, u) for u in set(users) & set(listeners)]
+                if actor:
+                    workers += [gevent.spawn(every, CHURN_PER_SECOND, churn),
+                                gevent.spawn(every, PAGES_PER_SECOND, page),
+                                gevent.spawn(every, PRESENCE_PER_SECOND, presence)]
+            say(event="phase", name=phase["name"])
+        elif line == "report":
+            say(event="report", samples=samples, failures=failures, deliveries=deliveries,
+                lost=lost[:5], lost_count=len(lost))
+    gevent.killall(workers + holders, block=False)
+
+
+class Client(ClientProcess):
+    """A client process of this script."""
+
+    def __init__(self, port, spec, concurrency):
+        super().__init__([sys.executable, os.path.abspath(__file__), "--client", "--port",
+                          str(port), "--concurrency", str(concurrency)], json.dumps(spec), 60)
+
+
+# ----------------------------------------------------------------------- the run
+
+def seed(url, users):
+    """users users, a tenth listeners (online, available); each customer favorites 10."""
+    import psycopg
+
+    from common import migrate, reset_schema
+
+    reset_schema(url)
+    migrate([url])
+    listeners = list(range(1, users // 10 + 1))
+    customers = list(range(users // 10 + 1, users + 1))
+    rng = random.Random(7)
+    favorites = {c: sorted(rng.sample(listeners, min(FAVORITES_EACH, len(listeners))))
+                 for c in customers}
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        with conn.cursor().copy("COPY users (id, username, role, is_active, interests, "
+                                "created_at, favorites_version) FROM STDIN") as copy:
+            for n in range(1, users + 1):
+                role = "listener" if n <= len(listeners) else "customer"
+                copy.write_row((n, f"capacity_{n}", role, True, "[]", "now", 0))
+        with conn.cursor().copy("COPY user_status (user_id, is_online, is_busy, last_seen, "
+                                "created_at, updated_at, version) FROM STDIN") as copy:
+            for n in range(1, users + 1):
+                copy.write_row((n, False, False, "now", "now", "now", 1))
+        with conn.cursor().copy("COPY favorites (user_id, listener_id, created_at) "
+                                "FROM STDIN") as copy:
+            for customer, chosen in favorites.items():
+                for listener in chosen:
+                    copy.write_row((customer, listener, "now"))
+        conn.execute("select setval(pg_get_serial_sequence('users', 'id'), %s)", (users + 1,))
+        conn.execute("vacuum analyze")
+    return listeners, customers, favorites
+
+
+def cpu_seconds(pids):
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            pass
+    return total
+
+
+def postgres_pids():
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as file:
+                    if file.read().strip().startswith("postgres"):
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def rss_mib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as file:
+                total += next(int(line.split()[1]) for line in file if line.startswith("VmRSS"))
+        except (OSError, StopIteration):
+            pass
+    return total / 1024
+
+
+def summarize(reports, phase_name):
+    kinds = {}
+    for kind in KINDS:
+        key = f"{phase_name}/{kind}"
+        values = [s for r in reports for s in r["samples"].get(key, [])]
+        failed = sum(r["failures"].get(key, 0) for r in reports)
+        kinds[kind] = {"count": len(values), "errors": failed,
+                       "p50_ms": round(1000 * (percentile(values, 0.5) or 0), 1),
+                       "p99_ms": round(1000 * (percentile(values, 0.99) or 0), 1)}
+    delivered = [s for r in reports for p, s in r["deliveries"] if p == phase_name]
+    kinds["delivery"] = {"count": len(delivered),
+                         "p50_ms": round(1000 * (percentile(delivered, 0.5) or 0), 1),
+                         "p99_ms": round(1000 * (percentile(delivered, 0.99) or 0), 1)}
+    return kinds
+
+
+def run(args):
+    from server import Server
+
+    url = args.database_url
+    create_database(url)
+    log(f"seeding {args.users:,} users")
+    listeners, customers, favorites = seed(url, args.users)
+    users = listeners + customers
+    random.Random(3).shuffle(users)
+    parts = max(1, math.ceil(len(users) / USERS_PER_CLIENT))
+    env = {"SCHEDULER_ENABLED": "true", "RATELIMIT_HEARTBEAT": "12 per minute",
+           "RATELIMIT_FAVORITE_CHANGES": "60 per minute",
+           "RATELIMIT_PRESENCE_LOOKUPS": "120 per minute",
+           "RATELIMIT_FEED_CONNECTS": "30 per minute"}
+    if args.redis_url:
+        env["REDIS_URL"] = args.redis_url
+    result = {"users": args.users, "clients": parts}
+    with Server("capacity", "wsgi:app", url, **env) as server:
+        workers = server.worker_pids()
+        idle_rss = rss_mib(workers)
+        clients = []
+        try:
+            for n in range(parts):
+                mine = users[n::parts]
+                clients.append(Client(server.port, {
+                    "users": mine, "listeners": listeners, "customers": customers,
+                    "favorites": {c: favorites[c] for c in mine if c in favorites},
+                    "actor": n == 0}, args.concurrency))
+            connected = [c.expect("connected", 900) for c in clients]
+            greeted = sum(c["greeted"] for c in connected)
+            first = min(c["first"] for c in connected if c["first"])
+            last = max(c["last"] for c in connected if c["last"])
+            result["connect"] = {"greeted": greeted, "seconds": round(last - first, 1),
+                                 "per_second": round(greeted / max(0.1, last - first)),
+                                 "lost": sum(c["lost_count"] for c in connected)}
+            result["rss_per_socket_kib"] = round(
+                (rss_mib(workers) - idle_rss) * 1024 / max(1, greeted), 1)
+            log(f"connect: {result['connect']}, {result['rss_per_socket_kib']} KiB a socket")
+            for name, seconds in (("ramp", BEAT_SECONDS), ("steady", args.steady)):
+                server_cpu, pg_cpu = cpu_seconds(workers), cpu_seconds(postgres_pids())
+                for client in clients:
+                    client.send(f"phase {name}")
+                for client in clients:
+                    client.expect("phase", 30)
+                time.sleep(seconds)
+                result[f"{name}_cores"] = {
+                    "server": round((cpu_seconds(workers) - server_cpu) / seconds, 2),
+                    "postgresql": round((cpu_seconds(postgres_pids()) - pg_cpu) / seconds, 2)}
+            for client in clients:
+                client.send("phase done")
+                client.expect("phase", 30)
+                client.send("report")
+            reports = [client.expect("report", 120) for client in clients]
+            result["rss_mib"] = {"idle": round(idle_rss), "connected": round(rss_mib(workers))}
+        finally:
+            for client in clients:
+                client.stop()
+        # Every socket closed: how much of the workers' memory goes back, and when.
+        time.sleep(args.after_close)
+        result["rss_mib"]["closed"] = round(rss_mib(workers))
+        result["rss_mib"]["after_seconds"] = args.after_close
+        result["problems"] = [line for line in server.problems(50)
+                              if "saathii.admission" not in line][:5]
+    for name in ("ramp", "steady"):
+        result[name] = summarize(reports, name)
+    result["lost"] = sum(r["lost_count"] for r in reports)
+    return result
+
+
+def table(results):
+    lines = ["| users | phase | " + " | ".join(KINDS) + " | presence delivery | server / "
+             "PostgreSQL cores |", "|---:|---|" + "---:|" * (len(KINDS) + 2)]
+    for result in results:
+        for name in ("ramp", "steady"):
+            row = result[name]
+            cells = [f"{row[k]['p50_ms']} / {row[k]['p99_ms']}"
+                     + (f" ({row[k]['errors']} err)" if row[k]["errors"] else "")
+                     for k in KINDS]
+            cores = result[f"{name}_cores"]
+            lines.append(f"| {result['users']:,} | {name} | " + " | ".join(cells) +
+                         f" | {row['delivery']['p50_ms']} / {row['delivery']['p99_ms']} | "
+                         f"{cores['server']} / {cores['postgresql']} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", default="10000",
+                        help="users, or several separated by commas (each its own run)")
+    parser.add_argument("--steady", type=float, default=60)
+    parser.add_argument("--concurrency", type=int, default=200,
+                        help="socket opens in flight per client process")
+    parser.add_argument("--database-url", default=with_database(DEFAULT_DATABASE_URL,
+                                                                "saathii_bench_capacity"))
+    parser.add_argument("--redis-url")
+    parser.add_argument("--after-close", type=float, default=60,
+                        help="seconds after the sockets close to read the memory again")
+    parser.add_argument("--smoke", action="store_true", help="300 users, 10 s steady")
+    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:
+        return client_main(args)
+    raise_fd_limit()
+    counts = [300] if args.smoke else [int(n) for n in args.users.split(",")]
+    if args.smoke:
+        args.steady, args.after_close = 10, 2
+    results = []
+    for users in counts:
+        args.users = users
+        result = run(args)
+        log(json.dumps(result)[:2000])
+        results.append(result)
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, f"capacity-{stamp()}.json"), "w") as file:
+        json.dump(results, file, indent=2)
+    print("p50 / p99 in ms per request kind; presence delivery from the change's timestamp "
+          "to the customer's socket")
+    print(table(results))
+    for result in results:
+        print(f"- {result['users']:,} users: {result['connect']['greeted']:,} sockets greeted "
+              f"in {result['connect']['seconds']} s ({result['connect']['per_second']:,}/s), "
+              f"{result['rss_per_socket_kib']} KiB of worker memory a socket, "
+              f"{result['lost']} sockets lost; workers' memory {result['rss_mib']['idle']} MiB "
+              f"idle, {result['rss_mib']['connected']} MiB connected, "
+              f"{result['rss_mib']['closed']} MiB {result['rss_mib']['after_seconds']:g} s "
+              "after every socket closed")
+    bad = [r for r in results if r["lost"] or r["problems"] or r["connect"]["lost"]
+           or any(r[p][k]["errors"] for p in ("ramp", "steady") for k in KINDS)]
+    if bad:
+        raise SystemExit(f"capacity: errors, lost sockets or server problems: "
+                         f"{[(r['users'], r['problems']) for r in bad]}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BenchError as err:
+        sys.exit(f"bench: {err}")
