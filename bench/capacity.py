@@ -314,8 +314,10 @@ def run(args):
             result["rss_per_socket_kib"] = round(
                 (rss_mib(workers) - idle_rss) * 1024 / max(1, greeted), 1)
             log(f"connect: {result['connect']}, {result['rss_per_socket_kib']} KiB a socket")
-            for name, seconds in (("ramp", BEAT_SECONDS), ("steady", args.steady)):
+            for name, seconds in (("idle", args.idle), ("ramp", BEAT_SECONDS),
+                                  ("steady", args.steady)):
                 server_cpu, pg_cpu = cpu_seconds(workers), cpu_seconds(postgres_pids())
+                client_cpu = sum(client.cpu_seconds() for client in clients)
                 for client in clients:
                     client.send(f"phase {name}")
                 for client in clients:
@@ -323,7 +325,9 @@ def run(args):
                 time.sleep(seconds)
                 result[f"{name}_cores"] = {
                     "server": round((cpu_seconds(workers) - server_cpu) / seconds, 2),
-                    "postgresql": round((cpu_seconds(postgres_pids()) - pg_cpu) / seconds, 2)}
+                    "postgresql": round((cpu_seconds(postgres_pids()) - pg_cpu) / seconds, 2),
+                    "clients": round((sum(client.cpu_seconds() for client in clients)
+                                      - client_cpu) / seconds, 2)}
             for client in clients:
                 client.send("phase done")
                 client.expect("phase", 30)
@@ -341,13 +345,14 @@ def run(args):
                               if "saathii.admission" not in line][:5]
     for name in ("ramp", "steady"):
         result[name] = summarize(reports, name)
+    result["idle"] = {"cores": result.pop("idle_cores")}
     result["lost"] = sum(r["lost_count"] for r in reports)
     return result
 
 
 def table(results):
     lines = ["| users | phase | " + " | ".join(KINDS) + " | presence delivery | server / "
-             "PostgreSQL cores |", "|---:|---|" + "---:|" * (len(KINDS) + 2)]
+             "PostgreSQL / clients cores |", "|---:|---|" + "---:|" * (len(KINDS) + 2)]
     for result in results:
         for name in ("ramp", "steady"):
             row = result[name]
@@ -357,7 +362,7 @@ def table(results):
             cores = result[f"{name}_cores"]
             lines.append(f"| {result['users']:,} | {name} | " + " | ".join(cells) +
                          f" | {row['delivery']['p50_ms']} / {row['delivery']['p99_ms']} | "
-                         f"{cores['server']} / {cores['postgresql']} |")
+                         f"{cores['server']} / {cores['postgresql']} / {cores['clients']} |")
     return "\n".join(lines)
 
 
@@ -366,6 +371,8 @@ def main():
     parser.add_argument("--users", default="10000",
                         help="users, or several separated by commas (each its own run)")
     parser.add_argument("--steady", type=float, default=60)
+    parser.add_argument("--idle", type=float, default=15,
+                        help="seconds of sockets alone (no requests) before the ramp")
     parser.add_argument("--concurrency", type=int, default=200,
                         help="socket opens in flight per client process")
     parser.add_argument("--database-url", default=with_database(DEFAULT_DATABASE_URL,
@@ -382,7 +389,7 @@ def main():
     raise_fd_limit()
     counts = [300] if args.smoke else [int(n) for n in args.users.split(",")]
     if args.smoke:
-        args.steady, args.after_close = 10, 2
+        args.steady, args.after_close, args.idle = 10, 2, 2
     results = []
     for users in counts:
         args.users = users
@@ -402,7 +409,8 @@ def main():
               f"{result['lost']} sockets lost; workers' memory {result['rss_mib']['idle']} MiB "
               f"idle, {result['rss_mib']['connected']} MiB connected, "
               f"{result['rss_mib']['closed']} MiB {result['rss_mib']['after_seconds']:g} s "
-              "after every socket closed")
+              f"after every socket closed; sockets alone (no requests): {result['idle']['cores']}"
+              " cores")
     bad = [r for r in results if r["lost"] or r["problems"] or r["connect"]["lost"]
            or any(r[p][k]["errors"] for p in ("ramp", "steady") for k in KINDS)]
     if bad:

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from config import worker_connections, reserved_connections
+from config import reserved_connections, worker_connections
+from saathii.realtime.memory import MemoryRelease
 
 from .conftest import rest
 from .test_feed import upgrade_response
@@ -108,3 +109,16 @@ def test_a_full_gunicorn_worker_still_answers_rest_and_health(web_process, make_
     finally:
         for response in held:
             response.close()
+
+
+def test_freed_memory_is_returned_once_after_a_large_drop_of_sockets():
+    trims = []
+    release = MemoryRelease(trim=trims.append)
+    assert release.after(5000) is False  # the peak
+    assert release.after(4200) is False  # a drop under half the peak
+    assert release.after(2400) is True and trims == [0]  # half gone: glibc gives it back
+    assert release.after(2000) is False  # measured from the new peak: no second trim
+    assert MemoryRelease(trim=trims.append).after(0) is False  # never a peak to drop from
+    small = MemoryRelease(trim=trims.append)
+    small.after(800)
+    assert small.after(0) is False and trims == [0]  # a drop under MIN_DROP sockets

@@ -1,4 +1,5 @@
-"""Closes the feed sockets of accounts that are gone.
+"""Closes the feed sockets of accounts that are gone (and, in the same round, returns a
+worker's freed memory after many sockets closed: memory.py).
 
 A socket is authenticated once, at its upgrade; an account deactivated (or deleted)
 later would keep hearing events. Every `interval` seconds one thread per process asks
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from ..deadline import DeadlineExceeded, deadline
 from ..extensions import db
 from ..models import User
+from .memory import MemoryRelease
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class AccountGuard:
         self.stopping = threading.Event()
         self.thread = None
         self.lock = threading.Lock()
+        self.memory = MemoryRelease()
 
     def start(self):
         """Start the thread once."""
@@ -69,6 +72,7 @@ class AccountGuard:
 
     def _run(self):
         while not self.stopping.wait(self.interval):
+            self.memory.after(self.hub.count())  # after a surge has gone
             try:
                 self.check()
             except (sa.exc.SQLAlchemyError, DeadlineExceeded) as err:  # the next round tries
