@@ -29,6 +29,9 @@ from common import (DEFAULT_DATABASE_URL, RESULTS, BenchError, create_database, 
 from server import Server
 
 LISTENERS, CUSTOMERS, LOAD_THREADS = 100, 100, 8
+# A surge of socket opens: 2,000 users, 200 handshakes at a time, up to SURGE_SOCKETS held.
+SURGE_FIRST, SURGE_USERS, SURGE_IN_FLIGHT = 1001, 2000, 200
+SURGE_SOCKETS = {"full": 12000, "smoke": 600}
 
 
 def seed(url):
@@ -46,7 +49,17 @@ def seed(url):
             for listener in range(1, 11):
                 conn.execute("insert into favorites (user_id, listener_id, created_at) "
                              "values (%s, %s, now())", (customer, (customer + listener) % 100 + 1))
-        conn.execute("select setval(pg_get_serial_sequence('users', 'id'), 1000)")
+        # The surge's users (ids from SURGE_FIRST on), with no favorites.
+        with conn.cursor().copy("COPY users (id, username, role, is_active, interests, "
+                                "created_at, favorites_version) FROM STDIN") as copy:
+            for n in range(SURGE_FIRST, SURGE_FIRST + SURGE_USERS):
+                copy.write_row((n, f"surge_{n}", "customer", True, "[]", "now", 0))
+        with conn.cursor().copy("COPY user_status (user_id, is_online, is_busy, last_seen, "
+                                "created_at, updated_at, version) FROM STDIN") as copy:
+            for n in range(SURGE_FIRST, SURGE_FIRST + SURGE_USERS):
+                copy.write_row((n, False, False, "now", "now", "now", 1))
+        conn.execute("select setval(pg_get_serial_sequence('users', 'id'), %s)",
+                     (SURGE_FIRST + SURGE_USERS,))
         conn.execute("vacuum analyze")
 
 
@@ -201,9 +214,42 @@ def socket_pile(port, stop):
         sock.close()
 
 
+def socket_surge(port, stop, sockets=SURGE_SOCKETS["full"]):
+    """2,000 users opening sockets, SURGE_IN_FLIGHT handshakes at a time, each socket held
+    (unread) until the phase ends: an evening's start, or every client back at once."""
+    held, lock = [], threading.Lock()
+    wanted = iter(range(sockets))
+
+    def progress():
+        started = time.monotonic()
+        while not stop.wait(2):
+            log(f"socket_surge: {len(held)} sockets held at {time.monotonic() - started:.0f} s")
+    threading.Thread(target=progress, daemon=True).start()
+
+    def opener():
+        for n in wanted:
+            if stop.is_set():
+                return
+            try:
+                sock, _ = upgrade(port, SURGE_FIRST + n % SURGE_USERS)
+            except Exception:  # noqa: BLE001 - refused (503) or reset: back off, as clients do
+                time.sleep(0.5)
+                continue
+            with lock:
+                held.append(sock)
+    threads = [threading.Thread(target=opener) for _ in range(SURGE_IN_FLIGHT)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stop.wait()
+    for sock in held:
+        sock.close()
+
+
 ATTACKS = {"frozen_sockets": frozen_sockets, "slow_bodies": slow_bodies,
            "message_flood": message_flood, "compressed_bombs": compressed_bombs,
-           "socket_pile": socket_pile}
+           "socket_pile": socket_pile, "socket_surge": socket_surge}
 
 
 def main():
@@ -212,6 +258,8 @@ def main():
     parser.add_argument("--database-url", default=with_database(DEFAULT_DATABASE_URL,
                                                                 "saathii_bench_attacks"))
     parser.add_argument("--smoke", action="store_true", help="3 s phases, no verdicts")
+    parser.add_argument("--only", help="one attack (by name) beside the quiet phase")
+    parser.add_argument("--redis-url", help="run the service with Redis (relay and counters)")
     args = parser.parse_args()
     seconds = 3 if args.smoke else args.seconds
     url = args.database_url
@@ -220,16 +268,22 @@ def main():
     migrate([url])
     seed(url)
     results = {}
-    with Server("attacks", "wsgi:app", url) as server:
+    redis = {"REDIS_URL": args.redis_url} if args.redis_url else {}
+    with Server("attacks", "wsgi:app", url, **redis) as server:
         load = Load(server.port)
         load.run(2)  # warm-up
         results["quiet"] = load.run(seconds)
         log(f"quiet: {results['quiet']}")
         for name, attack in ATTACKS.items():
+            if args.only and name != args.only:
+                continue
+            kwargs = ({"sockets": SURGE_SOCKETS["smoke" if args.smoke else "full"]}
+                      if attack is socket_surge else {})
             # Attackers in a process of their own: their work must not slow the load's
             # own measuring (one interpreter lock).
             stop = multiprocessing.Event()
             attacker = multiprocessing.Process(target=attack, args=(server.port, stop),
+                                               kwargs=kwargs,
                                                daemon=True)
             attacker.start()
             time.sleep(1)  # the attack is under way
