@@ -43,12 +43,15 @@ def test_a_reload_closes_sockets_only_once_the_new_workers_accept(web_process, c
 
 
 def test_a_stop_closes_sockets_at_once_telling_clients_to_wait_for_the_restart(
-        web_process, customer):
-    base = web_process(workers=1, relay=None, FEED_RESTART_SECONDS=3)
-    client = FeedClient(base, customer.token)
-    assert client.receive()["type"] == "connection_established"
+        web_process, make_user):
+    """Both workers of a start stop together: neither takes the other for a reload's."""
+    base = web_process(workers=2, FEED_RESTART_SECONDS=3)
+    clients = [FeedClient(base, make_user().token) for _ in range(6)]
+    for client in clients:
+        assert client.receive()["type"] == "connection_established"
     web_process.processes[-1].send_signal(signal.SIGTERM)
-    code, reason = closed_with(client)
-    assert code == 1012
-    delay = int(re.fullmatch(r"Service restart; reconnect in (\d+) ms", reason)[1])
-    assert 3000 <= delay <= 4000  # the restart's 3 s, then its one socket's second
+    for client in clients:
+        code, reason = closed_with(client)
+        assert code == 1012
+        delay = int(re.fullmatch(r"Service restart; reconnect in (\d+) ms", reason)[1])
+        assert 3000 <= delay <= 4000  # the restart's 3 s, then a worker's second

@@ -1,6 +1,7 @@
 """Health for load balancers and orchestrators: /healthz (the process serves) and /readyz
-(its database answers, its event relay is connected and it takes feed sockets). No token, no rate limit, at
-most one trivial query, and kept out of the access log unless a probe fails."""
+(its database answers, its event relay is connected and it takes feed sockets). No token,
+no rate limit, at most one trivial query, and kept out of the access log unless a probe
+fails."""
 import logging
 import threading
 import time
