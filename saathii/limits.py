@@ -132,18 +132,21 @@ def init_app(app):
             raise RuntimeError(f"{setting} is not supported: limits here are set per view "
                                "(saathii/limits.py)")
     config.setdefault("RATELIMIT_STORAGE_URI", config.get("REDIS_URL") or "process-memory://")
-    if config["RATELIMIT_STORAGE_URI"].startswith("redis"):
+    uri = config["RATELIMIT_STORAGE_URI"]
+    if uri.startswith("redis"):
         # Every request waits on this store: bounded and never retried, so a stalled
         # Redis costs a request REDIS_TIMEOUT_SECONDS once, then the limiter counts in
         # memory (the fallback below) and looks at Redis again with a growing backoff.
-        # A pool that makes callers wait their turn (each at most the same timeout)
-        # past REDIS_MAX_CONNECTIONS, rather than fail with MaxConnectionsError: a surge
-        # of socket opens or pings counts in Redis without a connection each.
         timeout = config["REDIS_TIMEOUT_SECONDS"]
-        config.setdefault("RATELIMIT_STORAGE_OPTIONS", {
-            "connection_pool": redis.BlockingConnectionPool.from_url(
-                config["RATELIMIT_STORAGE_URI"], max_connections=config[
-                    "REDIS_MAX_CONNECTIONS"], timeout=timeout, **client_options(timeout))})
+        options = client_options(timeout)
+        if uri.startswith(("redis://", "rediss://")):  # not sentinel, cluster or a socket
+            # A pool that makes callers wait their turn (each within the same timeout)
+            # past REDIS_MAX_CONNECTIONS, rather than fail with MaxConnectionsError: a
+            # surge of socket opens or pings counts in Redis without a connection each.
+            options = {"connection_pool": redis.BlockingConnectionPool.from_url(
+                uri, max_connections=config["REDIS_MAX_CONNECTIONS"], timeout=timeout,
+                **options)}
+        config.setdefault("RATELIMIT_STORAGE_OPTIONS", options)
     config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     # If Redis fails, count in memory for a while rather than fail requests.
     config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
