@@ -148,7 +148,7 @@ class Config:
         WORKER_CONNECTIONS, _int("FEED_RESERVED_CONNECTIONS", None))
     # Requests of a worker at work at once, how many more may wait for one, and how
     # long each may wait: past either, 503 with Retry-After at once (0 active: off).
-    ADMISSION_MAX_ACTIVE = _int("ADMISSION_MAX_ACTIVE", 16)
+    ADMISSION_MAX_ACTIVE = _int("ADMISSION_MAX_ACTIVE", 32)
     ADMISSION_MAX_WAITING = _int("ADMISSION_MAX_WAITING", 64)
     ADMISSION_MAX_WAIT_SECONDS = _float("ADMISSION_MAX_WAIT_SECONDS", 0.25)
     # A refused connection's next request is read after half this to this long.
