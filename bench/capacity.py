@@ -30,8 +30,8 @@ import time  # noqa: E402
 from datetime import datetime  # noqa: E402
 
 from common import (DEFAULT_DATABASE_URL, RESULTS, BenchError, ClientProcess,  # noqa: E402
-                    create_database, libpq_url, log, raise_fd_limit, stamp, token,
-                    with_database)
+                    cpu_seconds, create_database, libpq_url, log, raise_fd_limit, stamp,
+                    token, with_database)
 
 BEAT_SECONDS, TOGGLE_MEAN_SECONDS = 30, 300
 CHURN_PER_SECOND, PAGES_PER_SECOND, PRESENCE_PER_SECOND = 20, 20, 20
@@ -222,18 +222,6 @@ def seed(url, users):
         conn.execute("select setval(pg_get_serial_sequence('users', 'id'), %s)", (users + 1,))
         conn.execute("vacuum analyze")
     return listeners, customers, favorites
-
-
-def cpu_seconds(pids):
-    total = 0.0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as file:
-                fields = file.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except OSError:
-            pass
-    return total
 
 
 def postgres_pids():

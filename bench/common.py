@@ -138,6 +138,19 @@ def children(pid):
     return found
 
 
+def cpu_seconds(pids):
+    """The user and system CPU seconds the processes have used (those gone count 0)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            pass
+    return total
+
+
 def free_port():
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as probe:
@@ -189,9 +202,7 @@ class ClientProcess:
         return message
 
     def cpu_seconds(self):
-        with open(f"/proc/{self.process.pid}/stat") as file:
-            fields = file.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds([self.process.pid])
 
     def stop(self):
         try:

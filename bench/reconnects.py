@@ -43,6 +43,7 @@ import uuid  # noqa: E402
 from common import (BENCH, DEFAULT_DATABASE_URL, RESULTS, ROOT, BenchError,  # noqa: E402
                     ClientProcess, app_env, create_database, libpq_url, log,
                     raise_fd_limit, stamp, token, with_database)
+from common import cpu_seconds as worker_cpu  # noqa: E402
 
 SIZES = {
     "full": {"users": 12_000, "listeners": 5_000, "heavy_favorites": 100,
@@ -331,18 +332,6 @@ def spy(pids, args, name):
                               "-o", os.path.join(RESULTS, f"spy-{name}-{pid}.txt")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for pid in pids]
-
-
-def worker_cpu(pids):
-    total = 0.0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as file:
-                fields = file.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except OSError:
-            pass
-    return total
 
 
 def relaunch(srv):
