@@ -104,6 +104,7 @@ def test_soak(config, web_process, make_user, tmp_path):
             list(pool.map(lambda i: churn(i, until), range(CHURNERS)))
 
     run(min(15.0, SOAK_SECONDS / 4))  # warm-up: pools, caches, greenlets settle
+    time.sleep(3)  # as before `after`: the warm-up's last connections closed
     pids = worker_pids(web_process.masters)
     assert len(pids) == 2
     before = {pid: resources(pid) for pid in pids}
