@@ -19,6 +19,7 @@ import random
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 
 from flask import current_app, g, request
 
@@ -187,7 +188,7 @@ def admit():
     if exempt(environ):
         return
     control = admission()
-    if not control.enter(may_wait=environ.get("saathii.may_wait", True)):
+    if not control.enter(may_wait=environ["saathii.may_wait"]):
         shed(environ, control)
         g.admission_pause = current_app.config["ADMISSION_REFUSED_PAUSE_SECONDS"]
         raise overloaded()
@@ -206,6 +207,24 @@ def release(exc=None):
     """teardown_request (before the body is sent): give the slot back."""
     if g.pop("admitted", False):
         admission().leave()
+
+
+@contextmanager
+def greeting_slot():
+    """A feed socket's greeting is read in a slot that waiting requests come before: a
+    surge of socket opens waits its turn (up to REQUEST_TIMEOUT_SECONDS, then 503 with a
+    jittered Retry-After) rather than slowing REST."""
+    control = admission()
+    if control is None:
+        yield
+        return
+    if not control.enter(yielding=True):
+        metrics.request_shed("socket")
+        raise overloaded()
+    try:
+        yield
+    finally:
+        control.leave()
 
 
 def admission():

@@ -1,16 +1,15 @@
 """The feed socket: /ws/feed (and /ws/presence), authenticated before the upgrade."""
 import base64
 import binascii
-from contextlib import contextmanager
 
 from flask import Blueprint, current_app, g, request
 
 from .. import limits, metrics
-from ..admission import admission
+from ..admission import greeting_slot
 from ..auth import bearer_token, verified_token
 from ..deadline import deadline
-from ..errors import (APIError, bad_request, error_response, overloaded, restarting,
-                      sockets_full, unauthorized)
+from ..errors import (APIError, bad_request, error_response, restarting, sockets_full,
+                      unauthorized)
 from ..extensions import db, sock
 from ..fields import is_id
 from ..realtime import devserver, realtime
@@ -62,7 +61,7 @@ def authenticate():
     # request has no deadline of its own: the refusal's account check gets one.
     with deadline(current_app.config["REQUEST_TIMEOUT_SECONDS"], "feed limit"):
         limits.require_within("RATELIMIT_FEED_CONNECTS", "feed-connects", verified[0])
-    with yielding_slot():
+    with greeting_slot():
         try:
             g.feed_registered = register(realtime(), current_app.config, *verified)
         finally:
@@ -70,24 +69,6 @@ def authenticate():
     if g.feed_registered is None:
         raise unauthorized()
     g.feed_since = int(since) if since is not None else None
-
-
-@contextmanager
-def yielding_slot():
-    """Read the greeting in a slot of admission that waiting requests come before: a
-    surge of socket opens waits its turn (up to REQUEST_TIMEOUT_SECONDS, then 503 with a
-    jittered Retry-After) rather than slowing REST."""
-    control = admission()
-    if control is None:
-        yield
-        return
-    if not control.enter(yielding=True):
-        metrics.request_shed("socket")
-        raise overloaded()
-    try:
-        yield
-    finally:
-        control.leave()
 
 
 @bp.errorhandler(HubFull)

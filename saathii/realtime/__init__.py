@@ -83,8 +83,8 @@ def init_app(app):
         capacity = config["WORKER_CONNECTIONS"] - config["FEED_RESERVED_CONNECTIONS"]
         hub = Hub(config["FEED_MAX_SOCKETS_PER_USER"], max(0, capacity))
         metrics.socket_capacity(hub.capacity)
-        relay = _relay(app.config, hub)
-        guard = AccountGuard(app, hub, app.config["FEED_ACCOUNT_CHECK_SECONDS"])
+        relay = _relay(config, hub)
+        guard = AccountGuard(app, hub, config["FEED_ACCOUNT_CHECK_SECONDS"])
         realtime = app.extensions[KEY] = Realtime(
             hub, relay, guard, config["FEED_RECONNECT_RATE"], config["FEED_RESTART_SECONDS"])
         bus().subscribe(realtime.publish)
