@@ -9,7 +9,6 @@ favorites list, presence look-ups) alone and then beside each attack, and prints
 p50 and p99 and errors per phase. Only 127.0.0.1 is contacted; every loop is bounded.
 """
 import argparse
-import http.client
 import json
 import multiprocessing
 import os
@@ -25,7 +24,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import Request, TextMessage
 
 from common import (DEFAULT_DATABASE_URL, RESULTS, BenchError, create_database, libpq_url,
-                    log, migrate, reset_schema, token, with_database)
+                    log, migrate, reset_schema, timed_request, token, with_database)
 from server import Server
 
 LISTENERS, CUSTOMERS, LOAD_THREADS = 100, 100, 8
@@ -98,20 +97,11 @@ class Load:
         while self.running.is_set():
             method, path, who, body = calls[i % len(calls)]
             i += 1
-            started = time.perf_counter()
-            try:
-                conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-                conn.request(method, path, body=json.dumps(body) if body else None,
-                             headers={"Authorization": f"Bearer {token(who)}",
-                                      "Content-Type": "application/json"})
-                response = conn.getresponse()
-                response.read()
-                if response.status != 200:
-                    self.errors.append(f"{method} {path} {response.status}")
-            except OSError as err:
-                self.errors.append(f"{method} {path} {err.__class__.__name__}")
-                conn = None
-            self.latencies.append(time.perf_counter() - started)
+            conn, status, seconds, _ = timed_request(self.port, method, path, token(who),
+                                                     body, conn)
+            if status != 200:
+                self.errors.append(f"{method} {path} {status}")
+            self.latencies.append(seconds)
 
 
 def upgrade(port, who, rcvbuf=None, extensions=False):

@@ -31,7 +31,7 @@ from datetime import datetime  # noqa: E402
 
 from common import (DEFAULT_DATABASE_URL, RESULTS, BenchError, ClientProcess,  # noqa: E402
                     cpu_seconds, create_database, libpq_url, log, raise_fd_limit, stamp,
-                    token, with_database)
+                    timed_request, token, with_database)
 
 BEAT_SECONDS, TOGGLE_MEAN_SECONDS = 30, 300
 CHURN_PER_SECOND, PAGES_PER_SECOND, PRESENCE_PER_SECOND = 20, 20, 20
@@ -49,8 +49,6 @@ def percentile(values, share):
 
 def client_main(args):
     """One client process: users from stdin (JSON), then commands: phase NAME, report."""
-    import http.client as http
-
     import gevent
     import gevent.lock
     from gevent.fileobject import FileObjectPosix
@@ -81,22 +79,12 @@ def client_main(args):
             failures[key] = failures.get(key, 0) + 1
 
     def call(kind, method, path, user_id, body=None):
-        started = time.perf_counter()
-        ok = False
-        try:
-            conn = http.HTTPConnection("127.0.0.1", args.port, timeout=30)
-            headers = {"Authorization": f"Bearer {tokens[user_id]}"}
-            if body is not None:
-                headers["Content-Type"] = "application/json"
-            conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                         headers=headers)
-            response = conn.getresponse()
-            response.read()
+        # A new connection each time, closed after: a phone beating every 30 s keeps none.
+        conn, status, seconds, _ = timed_request(args.port, method, path, tokens[user_id],
+                                                 body)
+        if conn is not None:
             conn.close()
-            ok = response.status == 200
-        except OSError:
-            pass
-        record(kind, time.perf_counter() - started, ok)
+        record(kind, seconds, status == 200)
 
     def hold(user_id):
         try:

@@ -1,4 +1,5 @@
 """Shared bench helpers: paths, logging, the bench databases, tokens, the app's environment."""
+import http.client
 import json
 import os
 import queue
@@ -149,6 +150,26 @@ def cpu_seconds(pids):
         except OSError:
             pass
     return total
+
+
+def timed_request(port, method, path, token=None, body=None, conn=None):
+    """One request to 127.0.0.1:port, on `conn` (kept alive) or a new connection: (the
+    connection to go on with, or None after an error; the status, or the error's name;
+    seconds; Retry-After)."""
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    started = time.perf_counter()
+    try:
+        conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                     headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return (conn, response.status, time.perf_counter() - started,
+                response.getheader("Retry-After"))
+    except OSError as err:
+        return None, err.__class__.__name__, time.perf_counter() - started, None
 
 
 def free_port():

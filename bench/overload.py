@@ -12,7 +12,6 @@ waited 2 s or more, admitted requests' p99 under 500 ms, every health probe answ
 every acknowledged change stored. Only 127.0.0.1 is contacted; every loop is bounded.
 """
 import argparse
-import http.client
 import json
 import os
 import statistics
@@ -25,7 +24,7 @@ import psycopg
 
 from attacks import LISTENERS, seed
 from common import (DEFAULT_DATABASE_URL, RESULTS, BenchError, create_database, libpq_url,
-                    log, migrate, reset_schema, token, with_database)
+                    log, migrate, reset_schema, timed_request, token, with_database)
 from scenarios import LUA, find_wrk
 from server import Server
 
@@ -78,22 +77,6 @@ class Users:
             thread.join(60)
         return {"users": summary(self.timings), "healthz": summary(self.health)}
 
-    def _call(self, conn, method, path, who=None, body=None):
-        headers = {"Content-Type": "application/json"}
-        if who is not None:
-            headers["Authorization"] = f"Bearer {token(who)}"
-        started = time.perf_counter()
-        try:
-            conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-            conn.request(method, path, body=json.dumps(body) if body else None,
-                         headers=headers)
-            response = conn.getresponse()
-            response.read()
-            return (conn, response.status, time.perf_counter() - started,
-                    response.getheader("Retry-After"))
-        except OSError as err:
-            return None, err.__class__.__name__, time.perf_counter() - started, None
-
     def _user(self, n):
         listener, customer = 61 + n, LISTENERS + 61 + n  # not wrk's accounts
         conn, i = self.connections.get(n), 0
@@ -106,7 +89,8 @@ class Users:
                       customer, None)]
             method, path, who, body = calls[i % len(calls)]
             i += 1
-            conn, status, seconds, retry_after = self._call(conn, method, path, who, body)
+            conn, status, seconds, retry_after = timed_request(self.port, method, path,
+                                                               token(who), body, conn)
             self.timings.append((status, seconds))
             if method == "PUT" and status == 200:
                 self.acknowledged[listener] = body["is_busy"]
@@ -117,7 +101,7 @@ class Users:
     def _probe(self):
         conn = self.connections.get("probe")
         while self.running.is_set():
-            conn, status, seconds, _ = self._call(conn, "GET", "/healthz")
+            conn, status, seconds, _ = timed_request(self.port, "GET", "/healthz", conn=conn)
             self.health.append((status, seconds))
             time.sleep(0.2)
         self.connections["probe"] = conn
