@@ -3,10 +3,12 @@ for FEED_SEND_TIMEOUT_SECONDS; presence is coalesced, so bursts close no healthy
 import errno
 import json
 import re
+import selectors
 import signal
 import socket
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import simple_websocket
@@ -15,6 +17,7 @@ from wsproto.events import Request, TextMessage
 
 from saathii.events import Event
 from saathii.realtime.hub import Connection, Hub
+from saathii.realtime.session import BoundedSocket, wind_down
 
 from .conftest import FeedClient, rest
 
@@ -272,3 +275,57 @@ def test_a_socket_added_while_the_process_stops_is_closed_at_once():
     late = Connection(ws=None, user_id=2)
     hub.add(late)
     assert before.closing == late.closing == (1012, "Service restart")
+
+
+def blocked_writer(bounded):
+    """A thread sending to a client that never reads, until its send fails."""
+    failures = []
+
+    def write():
+        try:
+            while True:
+                bounded.send(b"x" * 1_000_000)
+        except OSError as err:
+            failures.append(err)
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread, failures
+
+
+def test_a_socket_is_closed_only_once_its_writer_has_stopped_waiting():
+    """Under gevent, closing a descriptor another greenlet polls can abort the worker."""
+    ours, theirs = socket.socketpair()  # theirs never reads
+    bounded = BoundedSocket(ours, timeout=30)
+    writer, failures = blocked_writer(bounded)
+    time.sleep(0.2)  # the writer now waits for room
+    assert writer.is_alive() and failures == []
+    bounded.close()
+    assert not writer.is_alive()  # it stopped before close() returned
+    assert ours.fileno() == -1
+    assert isinstance(failures[0], OSError)
+    theirs.close()
+
+
+@pytest.mark.parametrize("frozen_client", [True, False])
+def test_a_feed_handler_returns_once_its_writer_and_reader_have_stopped(frozen_client):
+    ours, theirs = socket.socketpair()  # theirs never reads nor closes
+    bounded = BoundedSocket(ours, timeout=1)
+    writer = blocked_writer(bounded)[0] if frozen_client else None  # it gives up in 1 s
+
+    def read():  # as simple-websocket's reader: select, then read until the end
+        with selectors.DefaultSelector() as selector:
+            selector.register(ours, selectors.EVENT_READ)
+            while selector.select(60) and ours.recv(4096):
+                pass
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(0.2)
+    assert reader.is_alive() and (writer is None or writer.is_alive())
+    wind_down(SimpleNamespace(sock=bounded, thread=reader), writer, send_timeout=1)
+    assert not reader.is_alive()  # woken by the end of the connection, not its 60 s
+    assert writer is None or not writer.is_alive()
+    assert ours.fileno() != -1  # still open: the server closes it, now that no one waits
+    ours.close()
+    theirs.close()

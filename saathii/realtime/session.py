@@ -57,6 +57,22 @@ class BoundedSocket:
         poller.register(self._sock.fileno(), select.POLLOUT)
         return bool(poller.poll(seconds * 1000))
 
+    def end(self):
+        """Shut the connection down (not closed: the descriptor stays valid), waking
+        whoever waits to read or write it."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def close(self):
+        """Close once no send waits on the descriptor (simple-websocket's reader closes
+        it when the client leaves, maybe while the writer polls it: see wind_down)."""
+        self.end()  # a waiting send wakes and fails at once
+        if self._lock.acquire(timeout=self._timeout):
+            self._lock.release()
+        self._sock.close()
+
     def _give_up(self):
         """Shut the connection down (the reader sees it end) and say why. Once closed it
         is reset, not ended in order: what the client never read is dropped at once
@@ -65,13 +81,28 @@ class BoundedSocket:
         metrics.socket_closed_slow("send_timeout")
         try:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, NO_LINGER)
-            self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        self.end()
         return TimeoutError("the client did not read what was sent in time")
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
+
+
+def wind_down(ws, writer, send_timeout):
+    """Wait (bounded) until a socket's writer and reader have stopped, before its
+    handler returns and the server closes the descriptor.
+
+    Under gevent a descriptor closed while another greenlet still polls it can abort the
+    whole worker (libev's "I/O watcher with invalid fd" assertion, gevent issue #2100):
+    the writer polls it for room to send, the reader's selector for input. The writer
+    ends first (it may still owe the close frame), then the connection is shut down,
+    which wakes the reader with end-of-file."""
+    if writer is not None:
+        writer.join(send_timeout + 1)
+    ws.sock.end()
+    ws.thread.join(send_timeout + 1)
 
 
 @prebuilt
@@ -143,6 +174,8 @@ class FeedSession:
         self.since = since
         self.realtime = realtime
         self.timeout = config["REQUEST_TIMEOUT_SECONDS"]
+        self.send_timeout = config["FEED_SEND_TIMEOUT_SECONDS"]
+        self.writer = None
 
     def run(self):
         """Greet, replay, then serve until the socket closes."""
@@ -156,8 +189,9 @@ class FeedSession:
                 self.ws.close(1013, "Try again later")
                 return
             db.session.close()  # hold no database connection while idle
-            light_thread(connection.write_loop, f"saathii-feed-writer-{connection.user_id}"
-                         ).start()
+            self.writer = light_thread(connection.write_loop,
+                                       f"saathii-feed-writer-{connection.user_id}")
+            self.writer.start()
             while not connection.closed:
                 raw = self.ws.receive()
                 if raw is None:
@@ -166,6 +200,7 @@ class FeedSession:
         finally:
             hub.remove(connection)
             connection.close()
+            wind_down(self.ws, self.writer, self.send_timeout)
             db.session.remove()
 
     def greet(self):
