@@ -11,6 +11,10 @@ MAX_WAIT_MINUTES = 24 * 60
 CURSOR_PARAMS = ("limit", "max_id", "since_id", "min_id")
 
 
+STATUS_VERSION = ("the status version: it grows with every change of this user's status; "
+                  "of two views of a user, the higher version is the newer")
+
+
 class BodySchema(Schema):
     """A JSON request body: unknown fields are an error."""
 
@@ -107,6 +111,7 @@ class FavoriteItemSchema(Schema):
     wait_time = fields.Integer(required=True, allow_none=True)
     is_available = fields.Boolean(required=True)
     favorited_at = UTCDateTime(required=True)
+    version = fields.Integer(required=True, metadata={"description": STATUS_VERSION})
 
 
 class FavoritesPageSchema(Schema):
@@ -129,6 +134,7 @@ class StatusSchema(Schema):
     last_seen = UTCDateTime(required=True, allow_none=True)
     created_at = UTCDateTime(required=True)
     updated_at = UTCDateTime(required=True)
+    version = fields.Integer(required=True, metadata={"description": STATUS_VERSION})
 
 
 class PresenceSchema(Schema):
@@ -139,6 +145,7 @@ class PresenceSchema(Schema):
     wait_time = fields.Integer(required=True, allow_none=True)
     is_available = fields.Boolean(required=True)
     last_seen = UTCDateTime(required=True, allow_none=True)
+    version = fields.Integer(required=True, metadata={"description": STATUS_VERSION})
 
 
 favorite_request_schema = FavoriteRequestSchema()

@@ -79,7 +79,7 @@ def test_a_failed_status_batch_changes_nothing_and_announces_nothing(
     events.clear()
     before = status_row(app, listener.id)
 
-    def broken(connection, statuses):
+    def broken(connection, statuses, read_versions):
         raise sa.exc.OperationalError("UPDATE", {}, Exception("disk full"))
 
     monkeypatch.setattr(status_updates, "_written", broken)
@@ -98,13 +98,13 @@ def test_a_status_batch_that_lost_a_race_is_redone_on_fresh_rows(
     events.clear()
     real, calls = status_updates._written, []
 
-    def racing(connection, statuses):
+    def racing(connection, statuses, read_versions):
         calls.append(1)
         if len(calls) == 1:
             with db.engine.begin() as other:  # another writer moves the version
                 other.execute(sa.update(UserStatus).where(UserStatus.user_id == listener.id)
                               .values(version=UserStatus.version + 1))
-        return real(connection, statuses)
+        return real(connection, statuses, read_versions)
 
     monkeypatch.setattr(status_updates, "_written", racing)
     # On PostgreSQL the batch's read locks the rows, so no writer gets in between: the
@@ -133,7 +133,7 @@ def test_beats_bring_offline_users_online_in_one_batch(app, client, make_user, e
     assert events[0].data == {
         "user_id": offline.id, "username": "beat_offline", "is_online": True,
         "is_busy": False, "wait_time": None, "is_available": True,
-        "last_seen": isoformat(clock.now())}
+        "last_seen": isoformat(clock.now()), "version": status_row(app, offline.id)[-1]}
     assert status_row(app, gone.id)[0] is False
     with app.app_context():  # a second beat of the same users changes no state
         written(beats.write_beats, [offline.id, customer.id])

@@ -12,7 +12,7 @@ from saathii.models import User, UserStatus
 ITEM_KEYS = {
     "favorite_id", "user_id", "username", "sex", "bio", "interests", "profile_image_url",
     "preferred_language", "rating", "country", "is_online", "last_seen", "is_busy",
-    "wait_time", "is_available", "favorited_at",
+    "wait_time", "is_available", "favorited_at", "version",
 }
 
 
@@ -63,7 +63,10 @@ def test_items_carry_profile_and_presence(client, app, customer, listener):
     assert response.status_code == 200
     (item,) = response.json["favorites"]
     assert set(item) == ITEM_KEYS
-    assert {k: item[k] for k in ITEM_KEYS - {"favorite_id", "last_seen", "favorited_at"}} == {
+    own = client.get("/both/status/me", headers=listener.headers).json
+    assert item["version"] == own["version"] >= 2  # created, then made busy
+    assert {k: item[k] for k in ITEM_KEYS - {"favorite_id", "last_seen", "favorited_at",
+                                             "version"}} == {
         "user_id": listener.id, "username": "jane_smith", "sex": "female",
         "bio": "Here to listen", "interests": ["music"],
         "profile_image_url": "https://example.com/j.jpg", "preferred_language": "en",

@@ -130,7 +130,8 @@ def test_presence_reaches_fans_and_own_sockets_only(
         data = event["data"]
         assert re.fullmatch(ISO, data.pop("last_seen"))
         assert data == {"user_id": listener.id, "username": "jane_smith", "is_online": True,
-                        "is_busy": False, "wait_time": None, "is_available": True}
+                        "is_busy": False, "wait_time": None, "is_available": True,
+                        "version": 2}  # created (1), brought online (2)
     stranger_socket.expect_nothing_queued()
     # A heartbeat that changes nothing sends nothing.
     client.post("/both/status/heartbeat", headers=listener.headers)

@@ -11,7 +11,7 @@ from saathii.extensions import db
 from saathii.models import UserStatus
 
 STATUS_KEYS = {"user_id", "is_online", "is_busy", "wait_time", "last_seen", "created_at",
-               "updated_at"}
+               "updated_at", "version"}
 ME = ["/both/status/me", "/users/me/status"]
 HEARTBEAT = ["/both/status/heartbeat", "/users/me/heartbeat"]
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -40,7 +40,8 @@ def test_heartbeat_brings_a_user_online(client, listener, events, path):
     assert [e.type for e in events] == ["listener_online"]
     assert events[0].data == {
         "user_id": listener.id, "username": "jane_smith", "is_online": True, "is_busy": False,
-        "wait_time": None, "is_available": True, "last_seen": events[0].data["last_seen"]}
+        "wait_time": None, "is_available": True, "last_seen": events[0].data["last_seen"],
+        "version": status["version"]}
 
 
 def test_heartbeat_of_an_online_user_moves_last_seen_and_sends_nothing(
@@ -151,8 +152,10 @@ def test_one_users_presence(client, customer, listener):
     assert response.status_code == 200
     body = response.json
     assert re.fullmatch(ISO, body.pop("last_seen"))
+    own = client.get("/both/status/me", headers=listener.headers).json
     assert body == {"user_id": listener.id, "username": "jane_smith", "is_online": True,
-                    "is_busy": True, "wait_time": 3, "is_available": False}
+                    "is_busy": True, "wait_time": 3, "is_available": False,
+                    "version": own["version"]}
 
 
 def test_presence_of_unknown_user(client, customer):
@@ -179,7 +182,7 @@ def test_batch_presence(client, customer, listener, make_user):
     by_id = {p["user_id"]: p for p in body}
     assert by_id[listener.id] == {"user_id": listener.id, "username": "jane_smith",
                                   "is_online": False, "is_busy": False, "wait_time": None,
-                                  "is_available": False, "last_seen": None}
+                                  "is_available": False, "last_seen": None, "version": 1}
     assert by_id[other.id]["is_available"] is True
 
 

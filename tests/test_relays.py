@@ -5,6 +5,7 @@ exactly once, whichever worker served the request and whichever holds the socket
 On SQLite alone that is one worker; on PostgreSQL events cross workers through
 LISTEN/NOTIFY, or through Redis when REDIS_URL is set."""
 import http.client
+import threading
 import time
 
 import pytest
@@ -329,3 +330,64 @@ def test_no_relay_refuses_more_than_one_worker_and_the_clock(start_process, tmp_
     assert "the clock process needs an event relay" in clock_log
     for log in (web_log, clock_log):
         assert "set REDIS_URL, or use PostgreSQL" in log
+
+
+LISTENERS, ROUNDS = 10, 3
+
+
+def presence_views(client, listener_ids, truth, timeout=10):
+    """Read a customer socket's presence events until its view of every listener (the
+    last version sent) is REST's `truth`; that view, whether or not it got there."""
+    view = {}
+    deadline = time.monotonic() + timeout
+    while view != truth and time.monotonic() < deadline:
+        try:
+            message = client.receive(timeout=max(0.1, deadline - time.monotonic()))
+        except AssertionError:  # nothing more came
+            break
+        data = message["data"]
+        if message["type"].startswith("listener_") and data["user_id"] in listener_ids:
+            assert data["version"] > view.get(data["user_id"], (0, None))[0], message
+            view[data["user_id"]] = (data["version"], data["is_busy"])
+    return view
+
+
+@RELAYS
+def test_opposite_changes_at_once_end_every_socket_on_the_truth(
+        web_process, config, customer, make_user, relay):
+    """Each listener made busy and available at the same moment, on fresh connections
+    (either worker writes either): every customer socket, on every worker, ends on
+    what REST says, having never been sent an older version after a newer one."""
+    base, pids = start_web(web_process, config, relay)
+    listeners = [make_user(f"converging_{n}", "listener") for n in range(LISTENERS)]
+    ids = {account.id for account in listeners}
+    for account in listeners:
+        assert rest(base, "POST", "/favorites/add", customer,
+                    {"listener_id": account.id})[0] == 200
+        assert rest(base, "POST", "/both/status/heartbeat", account)[0] == 200
+    feeds = feeds_on_every_worker(base, pids, customer)
+    try:
+        for _round in range(ROUNDS):
+            start = threading.Barrier(2 * LISTENERS)
+            answers = []
+
+            def change(account, busy):
+                start.wait()
+                answers.append(rest(base, "PUT", "/both/status/me", account,
+                                    {"is_busy": busy})[0])
+            threads = [threading.Thread(target=change, args=(account, busy))
+                       for account in listeners for busy in (True, False)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert answers == [200] * len(threads)
+        truth = {}
+        for account in listeners:
+            status, body = rest(base, "GET", f"/users/{account.id}/presence", customer)
+            assert status == 200
+            truth[account.id] = (body["version"], body["is_busy"])
+        for client in every(feeds):
+            assert presence_views(client, ids, truth) == truth
+    finally:
+        close_all(feeds)

@@ -101,7 +101,7 @@ def test_presence_document(client, make_user, service_paths):
     assert beat == {"message": "Heartbeat received"}
     assert one == {"user_id": 456, "username": "jane_smith", "is_online": False,
                    "is_busy": False, "wait_time": None, "is_available": False,
-                   "last_seen": None}
+                   "last_seen": None, "version": 1}
     assert [p["user_id"] for p in many] == [123, 456]
     assert many[0]["is_available"] is True and many[0]["last_seen"].endswith("Z")
     assert json.dumps(many[1]) == json.dumps(one)

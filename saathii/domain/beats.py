@@ -51,7 +51,7 @@ def _arrivals_statement():
         .values(is_online=True, is_busy=False, wait_time=None, busy_since=None,
                 last_seen=now, updated_at=now, version=UserStatus.version + 1)
         .returning(UserStatus.user_id, account(User.username), account(User.role),
-                   UserStatus.created_at)
+                   UserStatus.created_at, UserStatus.version)
     )
 
 
@@ -66,9 +66,10 @@ def write_beats(user_ids, events):
             _beats_statement(), {"ids": list(user_ids), "now": now})}
         offline = set(user_ids).difference(applied)
         if offline:
-            for user_id, username, role, created_at in connection.execute(
+            for user_id, username, role, created_at, version in connection.execute(
                     _arrivals_statement(), {"ids": sorted(offline), "now": now}):
-                events.append(presence.arrival(user_id, username, role, created_at, now))
+                events.append(presence.arrival(user_id, username, role, created_at, now,
+                                               version))
                 applied.add(user_id)
     return [user_id in applied for user_id in user_ids]
 

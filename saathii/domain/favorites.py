@@ -161,6 +161,8 @@ ITEM_COLUMNS = (
     User.bio, User.interests, User.profile_image_url, User.preferred_language, User.rating,
     User.country, UserStatus.is_online, UserStatus.last_seen, UserStatus.is_busy,
     UserStatus.wait_time, Favorite.created_at.label("favorited_at"),
+    # No status row: offline, never changed (version 0).
+    sa.func.coalesce(UserStatus.version, 0).label("version"),
 )
 ONLINE = UserStatus.is_online == sa.true()
 AVAILABLE = sa.and_(ONLINE, UserStatus.is_busy == sa.false())
@@ -259,8 +261,9 @@ def _window_rows(caller_id, which, paged=False, upper=None, lower=None, ascendin
     if not rows:
         raise unauthorized()
     first = rows[0]
-    items = [_item(*row[1:16]) for row in rows if row[1] is not None]
-    newer = first[16] if len(first) > 16 else None
+    end = 1 + len(ITEM_COLUMNS)
+    items = [_item(*row[1:end]) for row in rows if row[1] is not None]
+    newer = first[end] if len(first) > end else None
     return first[0], items, newer
 
 
@@ -305,7 +308,7 @@ def _exists(caller_id, which, compare, bound):
 
 def _item(favorite_id, user_id, username, sex, bio, interests, profile_image_url,
           preferred_language, rating, country, is_online, last_seen, is_busy, wait_time,
-          favorited_at):
+          favorited_at, version):
     return {
         "favorite_id": favorite_id,
         "user_id": user_id,
@@ -323,6 +326,7 @@ def _item(favorite_id, user_id, username, sex, bio, interests, profile_image_url
         "wait_time": wait_time,
         "is_available": bool(is_online and not is_busy),
         "favorited_at": isoformat(favorited_at),
+        "version": version,
     }
 
 

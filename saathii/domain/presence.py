@@ -17,13 +17,13 @@ MAX_ATTEMPTS = 5
 WAIT_TIME_NEEDS_BUSY = "wait_time can only be set while busy"
 
 
-def presence_of(status):
-    """The public presence of a user, as other users see it."""
+def presence_of(status, version):
+    """The public presence of a user, as other users see it, at this status version."""
     return _presence(status.user_id, status.user.username, status.is_online, status.is_busy,
-                     status.wait_time, status.last_seen)
+                     status.wait_time, status.last_seen, version)
 
 
-def _presence(user_id, username, is_online, is_busy, wait_time, last_seen):
+def _presence(user_id, username, is_online, is_busy, wait_time, last_seen, version):
     return {
         "user_id": user_id,
         "username": username,
@@ -32,6 +32,7 @@ def _presence(user_id, username, is_online, is_busy, wait_time, last_seen):
         "wait_time": wait_time,
         "is_available": bool(is_online and not is_busy),
         "last_seen": isoformat(last_seen),
+        "version": version,
     }
 
 
@@ -60,7 +61,12 @@ def change_status(status, is_online=None, is_busy=None, wait_time=..., seen=Fals
 def changed_status(status, is_online=None, is_busy=None, wait_time=..., seen=False,
                    now=None):
     """Apply a presence change to a status (a row, or a Status) and keep its rules;
-    return the one event it makes, or None if the state did not change."""
+    return the one event it makes, or None if the state did not change.
+
+    The event carries the version the change is written with: one more than the
+    status's (every writer moves a row's version by one a write, and a batch that
+    changes a user twice counts each change: see status_updates), so that a socket
+    hearing two changes out of order keeps the newer."""
     now = now or clock.now()
     before = (status.is_online, status.is_busy, status.wait_time)
     online = status.is_online if is_online is None else is_online
@@ -79,7 +85,8 @@ def changed_status(status, is_online=None, is_busy=None, wait_time=..., seen=Fal
         status.last_seen = now
     if (online, busy, wait) != before:
         status.updated_at = now
-        return Event(_event_type(status, before[0], before[1]), presence_of(status),
+        return Event(_event_type(status, before[0], before[1]),
+                     presence_of(status, (status.version or 0) + 1),
                      subject_id=status.user_id, timestamp=now)
     if seen:
         status.updated_at = now
@@ -104,12 +111,13 @@ class Status:
         return {"user_id": self.user_id, "is_online": self.is_online,
                 "is_busy": self.is_busy, "wait_time": self.wait_time,
                 "last_seen": self.last_seen, "created_at": self.created_at,
-                "updated_at": self.updated_at}
+                "updated_at": self.updated_at, "version": self.version}
 
 
-def arrival(user_id, username, role, created_at, now):
-    """The event of an offline user's beat that brought them online (see beats)."""
-    status = Status(user_id, False, False, None, None, None, created_at, None, None,
+def arrival(user_id, username, role, created_at, now, version):
+    """The event of an offline user's beat that brought them online (see beats), which
+    wrote the row's `version`."""
+    status = Status(user_id, False, False, None, None, None, created_at, None, version - 1,
                     username, role)
     return changed_status(status, is_online=True, seen=True, now=now)
 
@@ -191,7 +199,8 @@ def _presence_statement():
     row at all when the caller's account is gone, one empty row when none is found."""
     found = (
         sa.select(UserStatus.user_id, User.username, UserStatus.is_online,
-                  UserStatus.is_busy, UserStatus.wait_time, UserStatus.last_seen)
+                  UserStatus.is_busy, UserStatus.wait_time, UserStatus.last_seen,
+                  UserStatus.version)
         .join(User, User.id == UserStatus.user_id)
         .where(in_ids(UserStatus.user_id, "ids"), User.is_active == sa.true())
         .subquery("found")

@@ -73,7 +73,7 @@ def _write_status():
         sa.update(UserStatus)
         .where(UserStatus.user_id == sa.bindparam("id"),
                UserStatus.version == sa.bindparam("read_version"))
-        .values(**value, version=UserStatus.version + 1)
+        .values(**value, version=sa.bindparam("new_version", type_=UserStatus.version.type))
     )
 
 
@@ -107,6 +107,7 @@ def _write_updates(items, events):
         rows = connection.execute(_locked_statuses(),
                                   {"ids": sorted({user_id for user_id, _ in items})})
         found = {row[0]: Status(*row) for row in rows}
+        read_versions = {user_id: status.version for user_id, status in found.items()}
         results, changed = [], {}
         for user_id, changes in items:
             status = found.get(user_id)
@@ -118,11 +119,14 @@ def _write_updates(items, events):
             except APIError as err:
                 results.append(err)
                 continue
+            # Each update moves the version, so that of two changes of one user in a
+            # batch the later event carries the higher version.
+            status.version += 1
             if event is not None:
                 events.append(event)
             changed[user_id] = status
             results.append(status.values())
-        if changed and not _written(connection, changed.values()):
+        if changed and not _written(connection, changed.values(), read_versions):
             raise _Stale()
     return results
 
@@ -133,29 +137,33 @@ def _write_updates(items, events):
 _WRITE_STATUSES = sa.text("""
 UPDATE user_status AS s SET is_online = v.is_online, is_busy = v.is_busy,
   wait_time = v.wait_time, busy_since = v.busy_since, last_seen = v.last_seen,
-  updated_at = v.updated_at, version = s.version + 1
-FROM unnest(CAST(:ids AS bigint[]), CAST(:versions AS integer[]),
+  updated_at = v.updated_at, version = v.new_version
+FROM unnest(CAST(:ids AS bigint[]), CAST(:versions AS integer[]), CAST(:new AS integer[]),
   CAST(:online AS boolean[]), CAST(:busy AS boolean[]), CAST(:wait AS integer[]),
   CAST(:since AS timestamp[]), CAST(:seen AS timestamp[]), CAST(:updated AS timestamp[]))
-  AS v(user_id, read_version, is_online, is_busy, wait_time, busy_since, last_seen,
+  AS v(user_id, read_version, new_version, is_online, is_busy, wait_time, busy_since, last_seen,
        updated_at)
 WHERE s.user_id = v.user_id AND s.version = v.read_version
 """)
 
 
-def _written(connection, statuses):
-    """Write the changed rows; whether every one still had the version read."""
+def _written(connection, statuses, read_versions):
+    """Write the changed rows (each with its new version); whether every one still had
+    the version read."""
     statuses = list(statuses)
     if connection.dialect.name == "postgresql":
         result = connection.execute(_WRITE_STATUSES, {
-            "ids": [s.user_id for s in statuses], "versions": [s.version for s in statuses],
+            "ids": [s.user_id for s in statuses],
+            "versions": [read_versions[s.user_id] for s in statuses],
+            "new": [s.version for s in statuses],
             "online": [s.is_online for s in statuses], "busy": [s.is_busy for s in statuses],
             "wait": [s.wait_time for s in statuses],
             "since": [naive_utc(s.busy_since) for s in statuses],
             "seen": [naive_utc(s.last_seen) for s in statuses],
             "updated": [naive_utc(s.updated_at) for s in statuses]})
         return result.rowcount == len(statuses)
-    params = [{"id": s.user_id, "read_version": s.version, "new_is_online": s.is_online,
+    params = [{"id": s.user_id, "read_version": read_versions[s.user_id],
+               "new_version": s.version, "new_is_online": s.is_online,
                "new_is_busy": s.is_busy, "new_wait_time": s.wait_time,
                "new_busy_since": s.busy_since, "new_last_seen": s.last_seen,
                "new_updated_at": s.updated_at} for s in statuses]

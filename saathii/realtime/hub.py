@@ -1,9 +1,12 @@
 """This process's open feed sockets, and who among them gets which event.
 
 Nothing but a socket's own writer ever sends on it: deliver() only queues, and close()
-only asks the writer to close. A socket's queue keeps the latest presence per user (state,
+only asks the writer to close. A socket's queue keeps the newest presence per user (state,
 not history: its size is bounded by the users it watches) and at most `max_queued` other
 messages; past that the client is too slow, and it can replay favorite events with since.
+Presence is ordered by the status version each event carries, not by arrival: a
+process hears its own changes at once and other processes' through the relay, later, so
+an older change can arrive after a newer one; it is dropped, never sent after it.
 """
 import itertools
 import json
@@ -47,6 +50,7 @@ class Connection:
         # key -> (envelope, event_id): a user id for presence (latest wins, in place),
         # a sequence number for anything else.
         self.pending = OrderedDict()
+        self.versions = {}  # user id -> the highest presence version queued or sent
         self.others = 0  # how many of pending are not presence
         self.sequence = itertools.count()
         self.ready = threading.Condition(threading.Lock())
@@ -63,13 +67,18 @@ class Connection:
     def watching(self):
         return self.favorites | self.subscribed
 
-    def deliver(self, envelope, event_id=None, presence_of=None):
+    def deliver(self, envelope, event_id=None, presence_of=None, version=None):
         """Queue a message for this socket; never blocks, never sends. Presence of a user
-        (presence_of) replaces that user's presence still queued."""
+        (presence_of) at a status version replaces that user's presence still queued,
+        and is dropped if this socket was given a version as new already."""
         with self.ready:
             if self.closed or self.closing:
                 return
             if presence_of is not None:
+                if version is not None:
+                    if version <= self.versions.get(presence_of, 0):
+                        return
+                    self.versions[presence_of] = version
                 key = ("presence", presence_of)
                 if key in self.pending:
                     self.pending[key] = (envelope, event_id)
@@ -303,8 +312,9 @@ class Hub:
                 self._follow_favorite_change(event)
         envelope = event.envelope()
         presence_of = event.subject_id if event.is_presence else None
+        version = event.data.get("version") if presence_of is not None else None
         for connection in recipients:
-            connection.deliver(envelope, event.id, presence_of)
+            connection.deliver(envelope, event.id, presence_of, version)
         metrics.events_delivered(len(recipients))
 
     def _follow_favorite_change(self, event):

@@ -124,13 +124,15 @@ function later(work, delay) {
 
 // A presence event: move the listed listener's dot now, and the counts by what changed;
 // then read the counts again, which also covers listeners not loaded yet. Under a filter
-// a listener may enter or leave the list: read the list again instead.
+// a listener may enter or leave the list: read the list again instead. An event older
+// than what the list shows (its status version is lower) changes nothing.
 export function followPresence(data) {
   if (filtered()) {
     later(loadFavorites, 500);
     return;
   }
   const item = list.items.get(data.user_id);
+  if (item && data.version < item.version) return;
   if (item) {
     const before = presenceState(item);
     Object.assign(item, data);

@@ -5,8 +5,11 @@ import { api } from "./api.js";
 const HEARTBEAT_MS = 30000;
 let timer = null;
 let pausedByOffline = false;  // going offline unticks the automatic heartbeat
+let shownVersion = 0;  // the status version shown: an older view (a late event) is ignored
 
 export function renderStatus(status) {
+  if (status.version < shownVersion) return;
+  shownVersion = status.version;
   const state = presenceState(status);
   $("my-dot").dataset.state = state;
   $("my-status").dataset.state = state;
@@ -75,6 +78,7 @@ export async function goOffline() {
 
 export function startStatus(status) {
   pausedByOffline = false;
+  shownVersion = 0;
   $("auto-heartbeat").checked = true;
   renderStatus(status);
   scheduleHeartbeat();
