@@ -152,11 +152,29 @@ RETURNING id
 """)
 
 
+# PostgreSQL: each recipient's lock, held to the commit, in id order (no deadlock between
+# two transactions locking the same recipients). 0x5AA7 names this use of the two-key
+# form; a recipient id beyond an int4 shares a lock with another, which only waits more.
+_LOCK_RECIPIENTS = sa.text("""
+SELECT pg_advisory_xact_lock(23207, CAST(u % 2147483647 AS integer))
+FROM unnest(CAST(:users AS bigint[])) AS u
+""")
+
+
 def store_events(connection, events):
-    """Write stored events (favorite events) in one statement; give each its id."""
+    """Write stored events (favorite events) in one statement; give each its id.
+
+    A recipient's events get their ids in the order their transactions commit, which is
+    what replay with `since` relies on: ids come from a sequence when the row is
+    inserted, and two transactions commit in either order, so on PostgreSQL each takes
+    its recipients' locks first, held until it commits (this is the last write of every
+    transaction that stores events, so nothing waits on it while it waits). SQLite's
+    writers hold the database's write lock from their first write to their commit."""
     if not events:
         return
     if connection.dialect.name == "postgresql":
+        connection.execute(_LOCK_RECIPIENTS,
+                           {"users": sorted({event.subject_id for event in events})})
         ids = sorted(connection.execute(_STORE_UNNEST, {
             "users": [event.subject_id for event in events],
             "types": [event.type for event in events],
@@ -170,12 +188,15 @@ def store_events(connection, events):
         event.id = event_id
 
 
-def stored_events(user_id, after_id):
-    """The stored events for a user after an event id, oldest first."""
-    rows = db.session.scalars(
-        sa.select(FeedEvent).where(FeedEvent.user_id == user_id, FeedEvent.id > after_id)
-        .order_by(FeedEvent.id)
-    )
+def stored_events(user_id, after_id, including=False, upto=None):
+    """The stored events for a user after an event id (or from it, including it), up
+    to an id if given, oldest first."""
+    query = sa.select(FeedEvent).where(
+        FeedEvent.user_id == user_id,
+        FeedEvent.id >= after_id if including else FeedEvent.id > after_id)
+    if upto is not None:
+        query = query.where(FeedEvent.id <= upto)
+    rows = db.session.scalars(query.order_by(FeedEvent.id))
     return [Event(type=row.type, data=row.data, subject_id=row.user_id,
                   timestamp=row.created_at, id=row.id) for row in rows]
 

@@ -1,11 +1,20 @@
 """Every screen converges to the truth: presence is delivered in status-version order,
 whatever order the changes reach a process in (its own at once, others' through the
 relay), and REST's reads carry the same version."""
+import json
+import threading
+import time
+
+import sqlalchemy as sa
+
 from saathii.domain import status_updates
-from saathii.events import Event
+from saathii.events import Event, store_events, stored_events
+from saathii.extensions import db
+from saathii.models import FeedEvent
 from saathii.realtime import realtime
 from saathii.realtime.hub import Connection, Hub
 
+from .conftest import FeedClient
 from .test_batches import status_row, written
 
 
@@ -78,3 +87,146 @@ def test_two_changes_of_one_user_in_one_batch_carry_growing_versions(app, listen
     assert [(e.type, e.data["version"]) for e in events] == [
         ("listener_busy", versions[0]), ("listener_available", versions[1])]
     assert status_row(app, listener.id)[-1] == versions[1]
+
+
+def test_a_recipients_event_ids_follow_commit_order(app, listener, customer, make_user):
+    """The lower id committing last: a listener that got the higher id and reconnects
+    with it as `since` would never get the lower. Each recipient's ids are therefore
+    taken in commit order (PostgreSQL: a lock per recipient held to the commit; SQLite:
+    one writer at a time)."""
+    other = make_user("second_fan", "customer")
+    committed, failures = [], []
+    first_stored, first_may_commit = threading.Event(), threading.Event()
+
+    def store(caller, stored, may_commit):
+        """Store a favorite event for the listener in a transaction of its own."""
+        try:
+            with app.app_context():
+                with db.engine.begin() as connection:
+                    event = Event("favorite_added", {"user_id": caller.id}, listener.id)
+                    store_events(connection, [event])
+                    stored.set()
+                    may_commit.wait(10)
+                committed.append(event.id)
+        except Exception as err:  # noqa: BLE001 - reported below
+            failures.append(err)
+            stored.set()
+
+    first = threading.Thread(target=store, args=(customer, first_stored, first_may_commit))
+    first.start()
+    assert first_stored.wait(10)  # the first has its id, and holds its transaction open
+    go = threading.Event()
+    go.set()
+    second = threading.Thread(target=store, args=(other, threading.Event(), go))
+    second.start()
+    second.join(0.5)  # long enough for it to commit, had it not waited for the first
+    first_may_commit.set()
+    first.join()
+    second.join()
+    assert failures == []
+    assert committed == sorted(committed), "a later id committed first"
+    with app.app_context():
+        assert [e.id for e in stored_events(listener.id, 0)] == committed
+
+
+def test_a_cursor_past_the_retention_window_is_a_reset(app, client, connect, live_server,
+                                                      customer, listener, make_user):
+    second = make_user("second_fan", "customer")
+    for fan in (customer, second):
+        assert client.post("/favorites/add", json={"listener_id": listener.id},
+                           headers=fan.headers).status_code == 200
+    with app.app_context():
+        old, kept = stored_events(listener.id, 0)
+        db.session.execute(sa.delete(FeedEvent).where(FeedEvent.id == old.id))  # pruned
+        db.session.commit()
+    socket = FeedClient(live_server, listener.token, since=old.id)
+    try:
+        hello = socket.receive()
+        assert (hello["type"], hello["data"]) == ("connection_established", {
+            "user_id": listener.id, "last_event_id": kept.id, "cursor_reset": True})
+        replayed = socket.receive()  # what is kept is replayed
+        assert (replayed["id"], replayed["data"]["user_id"]) == (kept.id, second.id)
+        socket.expect_nothing_queued()
+    finally:
+        socket.close()
+    # A cursor whose event is kept resumes after it, without a reset (connect checks).
+    connect(listener, since=kept.id).expect_nothing_queued()
+
+
+def favorite_change(kind, actor, listener_id):
+    return Event(kind, {"user_id": actor, "username": "john_doe",
+                        "action": "added_you_to_favorites"}, subject_id=listener_id)
+
+
+def test_a_socket_watches_the_committed_favorites_whatever_the_greeting_read():
+    """Favorite changes the socket's user makes while its greeting reads the favorites
+    committed before or after that read: either way the socket watches what is
+    committed once the snapshot is in place."""
+    hub, socket = Hub(), Connection(ws=None, user_id=2)
+    hub.add(socket)  # registered; the greeting now reads the favorites: {1, 3}
+    hub.dispatch(favorite_change("favorite_added", 2, 4))     # after the read
+    hub.dispatch(favorite_change("favorite_removed", 2, 3))   # after the read
+    hub.dispatch(favorite_change("favorite_added", 2, 1))     # before it: in the snapshot
+    hub.set_watched(socket, favorites={1, 3})
+    assert socket.favorites == {1, 4}
+    assert {user for user, watching in hub.watchers.items() if socket in watching} == {1, 4}
+    hub.dispatch(favorite_change("favorite_removed", 2, 4))  # from now on, as they come
+    assert socket.favorites == {1}
+    hub.dispatch(presence(4, 9, is_busy=False))
+    hub.dispatch(presence(1, 9, is_busy=False))
+    assert [m["data"]["user_id"] for m in queued(socket)] == [1]
+
+
+class RecordingSocket:
+    """What a Connection's writer sends, recorded (and a close that ends it)."""
+
+    def __init__(self):
+        self.sent, self.event = [], threading.Event()
+
+    def send(self, raw):
+        self.sent.append(json.loads(raw))
+
+    def close(self, code=1000, reason=None):
+        pass
+
+
+def written_by(connection, count):
+    """Run the connection's writer until it has sent `count` messages; what it sent."""
+    writer = threading.Thread(target=connection.write_loop)
+    writer.start()
+    deadline = time.monotonic() + 10
+    while len(connection.ws.sent) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    connection.close()
+    writer.join(10)
+    return connection.ws.sent
+
+
+def test_live_stored_events_go_out_in_id_order_read_from_the_store():
+    """101 (this process's own change) is heard before 100 (another process's, committed
+    first, relayed later): the writer sends 100 then 101, read from the store, and
+    drops the late copy of 100, so a client that drops after 101 misses nothing."""
+    store = {100: {"type": "favorite_added", "id": 100}, 101: {"type": "favorite_removed",
+                                                              "id": 101}}
+    socket = RecordingSocket()
+    connection = Connection(ws=socket, user_id=1)
+    connection.last_event_id = 99
+    connection.fetch_stored = lambda after, upto: [store[i] for i in sorted(store)
+                                                   if after < i <= upto]
+    connection.deliver(store[101], event_id=101)
+    connection.deliver(store[100], event_id=100)
+    connection.deliver({"type": "pong"})
+    sent = written_by(connection, 3)
+    assert [m.get("id", m.get("type")) for m in sent] == [100, 101, "pong"]
+    assert connection.last_event_id == 101
+
+
+def test_a_live_stored_event_is_still_sent_when_the_store_cannot_be_read():
+    def down(after, upto):
+        raise OSError("the database is down")
+
+    socket = RecordingSocket()
+    connection = Connection(ws=socket, user_id=1)
+    connection.fetch_stored = down
+    connection.deliver({"type": "favorite_added", "id": 7}, event_id=7)
+    assert [m.get("id") for m in written_by(connection, 1)] == [7]

@@ -391,3 +391,60 @@ def test_opposite_changes_at_once_end_every_socket_on_the_truth(
             assert presence_views(client, ids, truth) == truth
     finally:
         close_all(feeds)
+
+
+FANS, CHURN_SECONDS = 16, 5
+
+
+@RELAYS
+def test_a_listener_reconnecting_with_since_under_churn_gets_every_event_once(
+        app, web_process, config, listener, make_user, relay):
+    """Customers add and remove the listener through both workers while the listener's
+    socket drops and reconnects with `since` (the id of the last event it got): in the
+    end it has received every stored event, once each."""
+    base, _pids = start_web(web_process, config, relay)
+    fans = [make_user(f"churning_{n}", "customer") for n in range(FANS)]
+    stop = threading.Event()
+    answers = []
+
+    def churn(fan):
+        while not stop.is_set():
+            for path, method in (("/favorites/add", "POST"), ("/favorites/remove", "DELETE")):
+                answers.append(rest(base, method, path, fan, {"listener_id": listener.id})[0])
+    threads = [threading.Thread(target=churn, args=(fan,)) for fan in fans]
+    for thread in threads:
+        thread.start()
+    received, since = [], 0
+    deadline = time.monotonic() + CHURN_SECONDS
+    try:
+        while time.monotonic() < deadline:  # a socket lives for a few events, then drops
+            client = FeedClient(base, listener.token, since=since)
+            try:
+                assert client.receive(timeout=10)["type"] == "connection_established"
+                for _ in range(2):
+                    event = client.receive(timeout=10)
+                    received.append(event["id"])
+                    since = event["id"]
+            finally:
+                client.close()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert set(answers) == {200}
+    client = FeedClient(base, listener.token, since=since)  # the rest, after the churn
+    try:
+        hello = client.receive(timeout=10)
+        assert "cursor_reset" not in hello["data"]
+        while since != hello["data"]["last_event_id"]:
+            event = client.receive(timeout=10)
+            received.append(event["id"])
+            since = event["id"]
+    finally:
+        client.close()
+    with app.app_context(), db.engine.connect() as connection:
+        stored = connection.execute(sa.text(
+            "SELECT id FROM feed_events WHERE user_id = :user ORDER BY id"),
+            {"user": listener.id}).scalars().all()
+    assert len(received) == len(set(received)), "an event arrived twice"
+    assert sorted(received) == stored, f"missing: {sorted(set(stored) - set(received))}"

@@ -44,6 +44,9 @@ class Connection:
         self.expires_at = expires_at  # the token's exp (Unix time): the socket ends then
         self.opened = next(_opened)  # the oldest of a user's sockets goes first
         self.favorites = set()   # listener ids the user has favorited
+        # Until the greeting's snapshot of the favorites is in place, the user's favorite
+        # changes heard meanwhile: (added, listener id), replayed onto the snapshot.
+        self.unsettled = []
         self.subscribed = set()  # user ids asked for with a subscribe message
         self.feed = False        # every listener's presence
         self.max_queued = max_queued
@@ -55,7 +58,10 @@ class Connection:
         self.sequence = itertools.count()
         self.ready = threading.Condition(threading.Lock())
         self.closing = None  # (code, reason) the writer is to close with
-        self.last_replayed_id = 0
+        self.last_event_id = 0  # the last stored event sent (replayed or live)
+        # fetch_stored(after, upto): the envelopes of the user's stored events with ids
+        # in (after, upto], oldest first (None: send live stored events as they come).
+        self.fetch_stored = None
         self.closed = False
 
     @property
@@ -134,14 +140,34 @@ class Connection:
             if item is None:
                 break
             envelope, event_id = item
-            if event_id is not None and event_id <= self.last_replayed_id:
-                continue  # already sent by the replay
+            if event_id is not None and event_id <= self.last_event_id:
+                continue  # already sent (by the replay, or with a later event)
             try:
-                self.send_now(envelope)
+                for envelope in self._catch_up(envelope, event_id):
+                    self.send_now(envelope)
+                    if "id" in envelope:
+                        self.last_event_id = envelope["id"]
             except Exception:  # noqa: BLE001 - any send failure means the socket is gone
                 self.closed = True
                 break
         self._finish()
+
+    def _catch_up(self, envelope, event_id):
+        """What to send for a message: for a stored event, every stored event of the
+        user up to it not sent yet, in id order. One user's ids follow the order their
+        changes commit (see events.store_events), but the live copies do not arrive in
+        it: a process hears its own at once and other processes' later, through the
+        relay. Read from the store, none is skipped when the later one comes first (a
+        client that then reconnected with its id as `since` would never get the other);
+        if the store cannot be read, the event alone is sent."""
+        if event_id is None or self.fetch_stored is None:
+            return [envelope]
+        try:
+            return self.fetch_stored(self.last_event_id, event_id) or [envelope]
+        except Exception:  # noqa: BLE001 - the database is down: the event as it came
+            log.warning("feed socket of user %s: stored events could not be read; "
+                        "sending event %s as it came", self.user_id, event_id, exc_info=True)
+            return [envelope]
 
     def _finish(self):
         with self.ready:
@@ -268,11 +294,21 @@ class Hub:
             return self.held
 
     def set_watched(self, connection, favorites=None, subscribed=None):
-        """Replace what a connection watches (its favorites or its subscriptions)."""
+        """Replace what a connection watches (its favorites or its subscriptions).
+
+        The first favorites given are the greeting's snapshot, read after the socket was
+        added: a change heard since then may be in it or not (it committed before or
+        after the read), so each is applied again on top of it, in the order heard; adding
+        or removing twice is the same as once, so the socket ends watching exactly the
+        committed favorites either way."""
         with self.lock:
             before = connection.watching
             if favorites is not None:
-                connection.favorites = set(favorites)
+                favorites = set(favorites)
+                for added, listener_id in connection.unsettled or ():
+                    (favorites.add if added else favorites.discard)(listener_id)
+                connection.unsettled = None
+                connection.favorites = favorites
             if subscribed is not None:
                 connection.subscribed = set(subscribed)
             after = connection.watching
@@ -321,6 +357,9 @@ class Hub:
         """Keep the favoriting user's sockets watching the listener they (un)favorited."""
         actor, listener_id = event.data["user_id"], event.subject_id
         for connection in self.by_user.get(actor, ()):
+            if connection.unsettled is not None:  # the greeting's snapshot comes later
+                connection.unsettled.append((event.type == "favorite_added", listener_id))
+                continue
             before = connection.watching
             if event.type == "favorite_added":
                 connection.favorites.add(listener_id)

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from flask import current_app
 from simple_websocket import ConnectionClosed
 
 from .. import limits, metrics
@@ -176,6 +177,7 @@ class FeedSession:
         self.timeout = config["REQUEST_TIMEOUT_SECONDS"]
         self.send_timeout = config["FEED_SEND_TIMEOUT_SECONDS"]
         self.writer = None
+        self.app = current_app._get_current_object()  # the writer reads the store in it
 
     def run(self):
         """Greet, replay, then serve until the socket closes."""
@@ -209,23 +211,41 @@ class FeedSession:
         # The cursor a client that came without `since` resumes from after a drop.
         latest = self.latest
         greeting = {"user_id": connection.user_id, "last_event_id": latest}
-        since = self.since
+        since, missed = self.since, ()
         if since is not None and since > (latest or 0):
             # A cursor from the future (a restored database): unknown here. Say so,
             # and deliver live events from now on instead of dropping them.
             greeting["cursor_reset"] = True
             since = None
-        connection.send_now(message("connection_established", greeting))
-        if since is not None:
-            connection.last_replayed_id = since
+        elif since is not None and since < (latest or 0):
             # Nothing newer than last_event_id was stored when it was read: anything
-            # since then arrives live, so an up-to-date client costs no query.
+            # since then arrives live, so an up-to-date client costs no query. The
+            # cursor's own event is read too: once it is gone (past the retention
+            # window), events after it may be gone as well, and the client is told.
             with deadline(self.timeout, "feed replay"):
-                missed = stored_events(connection.user_id, since) \
-                    if since < (latest or 0) else ()
-            for event in missed:
-                connection.send_now(event.envelope())
-                connection.last_replayed_id = event.id
+                missed = stored_events(connection.user_id, since, including=since > 0)
+            if since > 0 and missed and missed[0].id == since:
+                missed = missed[1:]
+            elif since > 0:
+                greeting["cursor_reset"] = True
+        connection.send_now(message("connection_established", greeting))
+        # Live events are those after the cursor (or, without one, after last_event_id).
+        connection.last_event_id = since if since is not None else (latest or 0)
+        for event in missed:
+            connection.send_now(event.envelope())
+            connection.last_event_id = event.id
+        connection.fetch_stored = self.stored_after
+
+    def stored_after(self, after_id, upto_id):
+        """The envelopes of this user's stored events with ids in (after_id, upto_id],
+        oldest first (the socket's writer catching up: see Connection._catch_up)."""
+        with self.app.app_context():
+            try:
+                with deadline(self.timeout, "feed catch-up"):
+                    return [event.envelope() for event in stored_events(
+                        self.connection.user_id, after_id, upto=upto_id)]
+            finally:
+                db.session.remove()
 
     def handle(self, raw):
         """Answer one client message."""
