@@ -109,6 +109,9 @@ class Config:
     # Once its body is in, a request may take this long; past it (a stalled database,
     # say) it is answered 503 with Retry-After. Enforced under gunicorn's gevent workers.
     REQUEST_TIMEOUT_SECONDS = _float("REQUEST_TIMEOUT_SECONDS", 5)
+    # A batch of state changes waits this long at most for a row lock another transaction
+    # holds (PostgreSQL); past it the blocked change is written alone and the rest go on.
+    BATCH_LOCK_WAIT_MS = _int("BATCH_LOCK_WAIT_MS", 100)
     MAX_CONTENT_LENGTH = 16 * 1024
     # A request body must arrive whole within this time (else 408): no slow client holds
     # a worker's attention, and none holds a database connection (bodies are read first).

@@ -1,6 +1,7 @@
 """Domain events: queued with the database change, published once it commits."""
 import logging
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -126,6 +127,11 @@ def emit(event, store=False):
 _SQLITE_WRITE_LOCK = "UPDATE feed_events SET id = id WHERE 0"
 
 
+# How long the running batch may wait for a row lock, in milliseconds (None: as long as
+# its statements may run); set by domain.batches around each write.
+lock_wait = ContextVar("saathii_lock_wait_ms", default=None)
+
+
 @contextmanager
 def transaction(events):
     """A transaction on a pooled connection of its own (not the session's), for writers
@@ -136,6 +142,8 @@ def transaction(events):
     with db.engine.begin() as connection:
         if connection.dialect.name == "sqlite":
             connection.exec_driver_sql(_SQLITE_WRITE_LOCK)
+        elif lock_wait.get():
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_wait.get())}")
         yield connection
         if events:
             bus().stage(connection, events)
@@ -188,15 +196,14 @@ def store_events(connection, events):
         event.id = event_id
 
 
-def stored_events(user_id, after_id, including=False, upto=None):
-    """The stored events for a user after an event id (or from it, including it), up
-    to an id if given, oldest first."""
-    query = sa.select(FeedEvent).where(
-        FeedEvent.user_id == user_id,
-        FeedEvent.id >= after_id if including else FeedEvent.id > after_id)
-    if upto is not None:
-        query = query.where(FeedEvent.id <= upto)
-    rows = db.session.scalars(query.order_by(FeedEvent.id))
+def stored_events(user_id, after_id, including=False):
+    """The stored events for a user after an event id (or from it, including it),
+    oldest first."""
+    rows = db.session.scalars(
+        sa.select(FeedEvent).where(FeedEvent.user_id == user_id,
+                                   FeedEvent.id >= after_id if including
+                                   else FeedEvent.id > after_id)
+        .order_by(FeedEvent.id))
     return [Event(type=row.type, data=row.data, subject_id=row.user_id,
                   timestamp=row.created_at, id=row.id) for row in rows]
 

@@ -5,6 +5,7 @@ import json
 import threading
 import time
 
+import pytest
 import sqlalchemy as sa
 
 from saathii.domain import status_updates
@@ -211,8 +212,7 @@ def test_live_stored_events_go_out_in_id_order_read_from_the_store():
     socket = RecordingSocket()
     connection = Connection(ws=socket, user_id=1)
     connection.last_event_id = 99
-    connection.fetch_stored = lambda after, upto: [store[i] for i in sorted(store)
-                                                   if after < i <= upto]
+    connection.fetch_stored = lambda after: [store[i] for i in sorted(store) if after < i]
     connection.deliver(store[101], event_id=101)
     connection.deliver(store[100], event_id=100)
     connection.deliver({"type": "pong"})
@@ -222,7 +222,7 @@ def test_live_stored_events_go_out_in_id_order_read_from_the_store():
 
 
 def test_a_live_stored_event_is_still_sent_when_the_store_cannot_be_read():
-    def down(after, upto):
+    def down(after):
         raise OSError("the database is down")
 
     socket = RecordingSocket()
@@ -230,3 +230,59 @@ def test_a_live_stored_event_is_still_sent_when_the_store_cannot_be_read():
     connection.fetch_stored = down
     connection.deliver({"type": "favorite_added", "id": 7}, event_id=7)
     assert [m.get("id") for m in written_by(connection, 1)] == [7]
+
+
+LOCKS = {  # what an outside transaction locks to block one user's change of each kind
+    "status": "SELECT 1 FROM user_status WHERE user_id = :user FOR UPDATE",
+    "favorite": "SELECT 1 FROM users WHERE id = :user FOR UPDATE",
+}
+
+
+def call(app, method, path, account, body=None):
+    """A request on a test client of its own (one per thread): (status, JSON body)."""
+    response = app.test_client().open(path, method=method, json=body,
+                                      headers=account.headers)
+    return response.status_code, response.json
+
+
+@pytest.mark.parametrize("kind", ["heartbeat", "status", "favorite"])
+def test_a_row_locked_elsewhere_holds_up_only_its_own_users_change(
+        app, client, make_user, kind):
+    """One user's row locked by an outside transaction: other users' changes of the same
+    kind are answered while it holds the lock; the blocked user's change is written
+    once the lock goes, and answered as it was written."""
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        pytest.skip("SQLite has one writer at a time: no row locks")
+    blocked, others = make_user("blocked_one"), [make_user(f"free_{n}") for n in range(3)]
+    listener = make_user("favorited_listener")
+    change = {"heartbeat": ("POST", "/both/status/heartbeat", None),
+              "status": ("PUT", "/both/status/me", {"is_busy": True}),
+              "favorite": ("POST", "/favorites/add", {"listener_id": listener.id})}[kind]
+    if kind == "favorite":  # customers favoriting the listener
+        blocked, *others = [make_user(f"fan_{n}", "customer") for n in range(4)]
+    answers = {}
+
+    def send(account):
+        answers[account.id] = call(app, change[0], change[1], account, change[2])
+
+    with app.app_context(), db.engine.connect() as outside:
+        outside.execute(sa.text(LOCKS["favorite" if kind == "favorite" else "status"]),
+                        {"user": blocked.id})
+        stuck = threading.Thread(target=send, args=(blocked,))
+        stuck.start()
+        time.sleep(0.05)  # its batch is waiting for the lock (or about to)
+        free = [threading.Thread(target=send, args=(account,)) for account in others]
+        for thread in free:
+            thread.start()
+        for thread in free:
+            thread.join(3)  # before the lock goes
+        assert [answers.get(account.id, (None,))[0] for account in others] == [200] * 3
+        assert stuck.is_alive()  # still waiting for the row
+        outside.rollback()  # the lock goes
+    stuck.join(10)
+    assert answers[blocked.id][0] == 200
+    if kind == "favorite":
+        assert answers[blocked.id][1]["is_favorited"] is True
+    else:
+        status = client.get("/both/status/me", headers=blocked.headers).json
+        assert status["is_online"] is True and status["is_busy"] is (kind == "status")

@@ -9,18 +9,25 @@ deadline bounds. Only a deadline that cuts the COMMIT itself short leaves the ou
 unknown (503; every change is idempotent, so the client's retry is safe). Events are
 published after the commit, outside that deadline: a failure to publish never turns a
 committed change into an error.
+
+One user's row held by someone else (another process's batch, the sweeper, an outside
+transaction) does not hold everyone: on PostgreSQL a batch waits BATCH_LOCK_WAIT_MS at
+most for a row lock (lock_timeout); past it, its items are written one at a time, and
+an item still blocked is written alone, in a thread of its own and without that limit
+(its request's deadline bounds it), while the writer goes on with the next batch.
 """
 import copy
 import logging
 import threading
 import time
+from contextlib import nullcontext
 
 import sqlalchemy as sa
 from flask import current_app, has_app_context
 
 from ..deadline import DeadlineExceeded, deadline
 from ..errors import APIError, unavailable
-from ..events import publish_committed
+from ..events import lock_wait, publish_committed
 from ..threads import light_thread
 
 log = logging.getLogger(__name__)
@@ -28,13 +35,14 @@ log = logging.getLogger(__name__)
 WAIT_SECONDS = 60  # a safety net: the writer's deadline ends a batch long before this
 DEADLOCK = "40P01"  # PostgreSQL's deadlock_detected
 DEADLOCK_ATTEMPTS = 3
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's lock_not_available: lock_timeout passed
 WITHDRAWN = object()  # an item whose request gave up before its batch was taken
 
 
 class Batch:
     """Items written by one transaction, and their outcome once it is known."""
 
-    __slots__ = ("items", "taken", "done", "results", "error")
+    __slots__ = ("items", "taken", "done", "results", "error", "alone")
 
     def __init__(self):
         self.items = []
@@ -42,6 +50,7 @@ class Batch:
         self.done = threading.Event()
         self.results = None
         self.error = None
+        self.alone = {}  # index -> Event: items blocked by a row lock, written alone
 
 
 class Batcher:
@@ -51,10 +60,11 @@ class Batcher:
     makes, to be published once it has committed) and returns one result per item, an
     exception for an item refused on its own (raised to its caller alone)."""
 
-    def __init__(self, write, timeout=None, observe=None):
+    def __init__(self, write, timeout=None, observe=None, lock_wait_ms=None):
         self.write = write
         self.timeout = timeout  # the writer's deadline for one batch, in seconds
         self.observe = observe  # called with each batch's size
+        self.lock_wait_ms = lock_wait_ms  # a batch's wait for a row lock (None: no limit)
         self.lock = threading.Lock()  # guards open, writer and each batch's items
         self.open = None  # the batch that items join now
         self.writer = None  # the running writer's token: it will take the open batch
@@ -85,7 +95,9 @@ class Batcher:
                 self._stopped(token)
                 raise
         self._wait(batch, index)
-        if batch.error is not None:
+        if index in batch.alone:  # blocked by a row lock: written on its own
+            _outcome_of(batch.alone[index])
+        elif batch.error is not None:
             error = _own(batch.error)
             if error is batch.error:
                 raise error
@@ -162,16 +174,22 @@ class Batcher:
     def _write(self, batch):
         """Write a taken batch, answer its items, then publish what it changed."""
         live = [index for index, item in enumerate(batch.items) if item is not WITHDRAWN]
-        written, events = (), ()
+        events = ()
         try:
+            results = [None] * len(batch.items)
             if live:
                 if self.observe is not None:
                     self.observe(len(live))
                 with deadline(self.timeout, "batch"):
-                    written, events = self._written([batch.items[i] for i in live])
-            results = [None] * len(batch.items)
-            for index, result in zip(live, written, strict=True):
-                results[index] = result
+                    try:
+                        written, events = self._written([batch.items[i] for i in live],
+                                                        self.lock_wait_ms)
+                        for index, result in zip(live, written, strict=True):
+                            results[index] = result
+                    except sa.exc.DBAPIError as err:
+                        if not _lock_timed_out(err):
+                            raise
+                        events = self._one_by_one(batch, live, results)
             batch.results = results
         except BaseException as err:  # noqa: BLE001 - every item of it learns
             if not isinstance(err, (APIError, DeadlineExceeded)):
@@ -184,21 +202,83 @@ class Batcher:
             batch.done.set()
         publish_committed(events)
 
-    def _written(self, items):
-        """(results, events) of write(items), run again if PostgreSQL chose it as a
-        deadlock's victim (batches lock many users' rows, statement by statement): it
-        rolled back whole, nothing of it was published, so running it again changes and
-        announces each thing once."""
-        attempt = 1
-        while True:
-            events = []
+    def _one_by_one(self, batch, live, results):
+        """Write the items of a batch that waited too long for a row lock (it rolled
+        back whole) one at a time, each its own transaction with the same limit, so each
+        has its own outcome in results; an item blocked again is written alone, by a
+        thread of its own. The events of those written here."""
+        events = []
+        app = current_app._get_current_object() if has_app_context() else None
+        for position, index in enumerate(live):
             try:
-                return self.write(items, events), events
+                (results[index],), made = self._written([batch.items[index]],
+                                                         self.lock_wait_ms)
+                events.extend(made)
             except sa.exc.DBAPIError as err:
-                if getattr(err.orig, "sqlstate", None) != DEADLOCK \
-                        or attempt == DEADLOCK_ATTEMPTS:
-                    raise
-                attempt += 1
+                if not _lock_timed_out(err):
+                    results[index] = err
+                    continue
+                batch.alone[index] = threading.Event()
+                light_thread(lambda i=index: self._write_alone(app, batch, i, results),
+                             "saathii-batch-alone").start()
+            except DeadlineExceeded:
+                # The batch's time is up: this change's outcome is unknown if it was
+                # committing (as for a whole batch), the rest are not written.
+                for rest in live[position:]:
+                    results[rest] = unavailable()
+                break
+            except Exception as err:  # noqa: BLE001 - this change's own failure
+                results[index] = err
+        return events
+
+    def _write_alone(self, app, batch, index, results):
+        """Write one item blocked by a row lock, waiting for the lock as long as its
+        deadline allows, and answer it."""
+        events = ()
+        try:
+            with app.app_context() if app is not None else nullcontext(), \
+                    deadline(self.timeout, "blocked change"):
+                (results[index],), events = self._written([batch.items[index]])
+        except DeadlineExceeded:
+            results[index] = unavailable()
+        except Exception as err:  # noqa: BLE001 - its request learns
+            results[index] = err
+        finally:
+            batch.alone[index].set()
+        publish_committed(events)
+
+    def _written(self, items, lock_wait_ms=None):
+        """(results, events) of write(items), waiting lock_wait_ms at most for a row
+        lock, run again if PostgreSQL chose it as a deadlock's victim (batches lock many
+        users' rows, statement by statement): it rolled back whole, nothing of it was
+        published, so running it again changes and announces each thing once."""
+        token = lock_wait.set(lock_wait_ms)
+        try:
+            attempt = 1
+            while True:
+                events = []
+                try:
+                    return self.write(items, events), events
+                except sa.exc.DBAPIError as err:
+                    if getattr(err.orig, "sqlstate", None) != DEADLOCK \
+                            or attempt == DEADLOCK_ATTEMPTS:
+                        raise
+                    attempt += 1
+        finally:
+            lock_wait.reset(token)
+
+
+def _outcome_of(written):
+    """Wait until an item written alone is answered, whatever the request's deadline
+    says meanwhile: it is being written, and its own deadline bounds it."""
+    try:
+        written.wait()
+    except DeadlineExceeded:
+        written.wait()
+
+
+def _lock_timed_out(err):
+    return getattr(err.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE
 
 
 def _own(error):
@@ -220,6 +300,7 @@ def app_batcher(key, make):
     extensions = current_app.extensions
     found = extensions.get(key)
     if found is None:
-        found = extensions.setdefault(
-            key, make(current_app.config.get("REQUEST_TIMEOUT_SECONDS")))
+        made = make(current_app.config.get("REQUEST_TIMEOUT_SECONDS"))
+        made.lock_wait_ms = current_app.config.get("BATCH_LOCK_WAIT_MS") or None
+        found = extensions.setdefault(key, made)
     return found

@@ -59,8 +59,8 @@ class Connection:
         self.ready = threading.Condition(threading.Lock())
         self.closing = None  # (code, reason) the writer is to close with
         self.last_event_id = 0  # the last stored event sent (replayed or live)
-        # fetch_stored(after, upto): the envelopes of the user's stored events with ids
-        # in (after, upto], oldest first (None: send live stored events as they come).
+        # fetch_stored(after): the envelopes of the user's stored events after an id,
+        # oldest first (None: send live stored events as they come).
         self.fetch_stored = None
         self.closed = False
 
@@ -154,16 +154,17 @@ class Connection:
 
     def _catch_up(self, envelope, event_id):
         """What to send for a message: for a stored event, every stored event of the
-        user up to it not sent yet, in id order. One user's ids follow the order their
-        changes commit (see events.store_events), but the live copies do not arrive in
-        it: a process hears its own at once and other processes' later, through the
-        relay. Read from the store, none is skipped when the later one comes first (a
-        client that then reconnected with its id as `since` would never get the other);
-        if the store cannot be read, the event alone is sent."""
+        user not sent yet, in id order. One user's ids follow the order their changes
+        commit (see events.store_events), but the live copies do not arrive in it: a
+        process hears its own at once and other processes' later, through the relay.
+        Read from the store, none is skipped when a later one comes first (a client that
+        then reconnected with its id as `since` would never get the other), and a burst
+        costs one read (the copies still queued are then dropped as sent); if the store
+        cannot be read, the event alone is sent."""
         if event_id is None or self.fetch_stored is None:
             return [envelope]
         try:
-            return self.fetch_stored(self.last_event_id, event_id) or [envelope]
+            return self.fetch_stored(self.last_event_id) or [envelope]
         except Exception:  # noqa: BLE001 - the database is down: the event as it came
             log.warning("feed socket of user %s: stored events could not be read; "
                         "sending event %s as it came", self.user_id, event_id, exc_info=True)

@@ -26,6 +26,8 @@ from .hub import Connection, message
 log = logging.getLogger(__name__)
 
 NO_LINGER = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets
+# How long a closing socket waits for the client's half of the close handshake.
+CLOSE_HANDSHAKE_SECONDS = 1.0
 
 
 class BoundedSocket:
@@ -91,17 +93,19 @@ class BoundedSocket:
         return getattr(self._sock, name)
 
 
-def wind_down(ws, writer, send_timeout):
+def wind_down(ws, writer, send_timeout, close_wait=CLOSE_HANDSHAKE_SECONDS):
     """Wait (bounded) until a socket's writer and reader have stopped, before its
     handler returns and the server closes the descriptor.
 
     Under gevent a descriptor closed while another greenlet still polls it can abort the
     whole worker (libev's "I/O watcher with invalid fd" assertion, gevent issue #2100):
     the writer polls it for room to send, the reader's selector for input. The writer
-    ends first (it may still owe the close frame), then the connection is shut down,
-    which wakes the reader with end-of-file."""
+    ends first (it may still owe the close frame); the reader ends by itself once the
+    close handshake is done (it may still owe the answer to the client's close frame),
+    or, after close_wait, when the connection is shut down (end-of-file wakes it)."""
     if writer is not None:
         writer.join(send_timeout + 1)
+    ws.thread.join(close_wait)
     ws.sock.end()
     ws.thread.join(send_timeout + 1)
 
@@ -236,14 +240,14 @@ class FeedSession:
             connection.last_event_id = event.id
         connection.fetch_stored = self.stored_after
 
-    def stored_after(self, after_id, upto_id):
-        """The envelopes of this user's stored events with ids in (after_id, upto_id],
-        oldest first (the socket's writer catching up: see Connection._catch_up)."""
+    def stored_after(self, after_id):
+        """The envelopes of this user's stored events after an id, oldest first (the
+        socket's writer catching up: see Connection._catch_up)."""
         with self.app.app_context():
             try:
                 with deadline(self.timeout, "feed catch-up"):
                     return [event.envelope() for event in stored_events(
-                        self.connection.user_id, after_id, upto=upto_id)]
+                        self.connection.user_id, after_id)]
             finally:
                 db.session.remove()
 
