@@ -144,9 +144,27 @@ def transaction(events):
             connection.exec_driver_sql(_SQLITE_WRITE_LOCK)
         elif lock_wait.get():
             connection.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_wait.get())}")
-        yield connection
-        if events:
-            bus().stage(connection, events)
+        try:
+            yield connection
+            if events:
+                # The commit of a notifying transaction waits for the notify queue's
+                # lock: a wait for the relay, not for a row, so not bounded.
+                unbound_lock_waits(connection)
+                bus().stage(connection, events)
+        finally:
+            connection.info.pop(_UNBOUND, None)
+
+
+_UNBOUND = "saathii_lock_waits_unbound"
+
+
+def unbound_lock_waits(connection):
+    """From here to its commit, the transaction waits for locks without lock_wait's
+    bound (brief waits that are not for rows: event ids' order, the notify queue)."""
+    if lock_wait.get() and connection.dialect.name == "postgresql" \
+            and not connection.info.get(_UNBOUND):
+        connection.exec_driver_sql("SET LOCAL lock_timeout = 0")
+        connection.info[_UNBOUND] = True
 
 
 # PostgreSQL: the rows from arrays, inserted (and so given their ids from the sequence)
@@ -160,13 +178,13 @@ RETURNING id
 """)
 
 
-# PostgreSQL: each recipient's lock, held to the commit, in id order (no deadlock between
-# two transactions locking the same recipients). 0x5AA7 names this use of the two-key
-# form; a recipient id beyond an int4 shares a lock with another, which only waits more.
+# PostgreSQL: each recipient's lock, held to the commit, taken in key order (so no two
+# transactions locking the same recipients deadlock). 23207 names this use of the
+# two-key form; a recipient id beyond an int4 shares a key with another: it waits more.
 _LOCK_RECIPIENTS = sa.text("""
-SELECT pg_advisory_xact_lock(23207, CAST(u % 2147483647 AS integer))
-FROM unnest(CAST(:users AS bigint[])) AS u
+SELECT pg_advisory_xact_lock(23207, k) FROM unnest(CAST(:keys AS integer[])) AS k
 """)
+LOCK_KEYS = 2147483647
 
 
 def store_events(connection, events):
@@ -181,8 +199,9 @@ def store_events(connection, events):
     if not events:
         return
     if connection.dialect.name == "postgresql":
-        connection.execute(_LOCK_RECIPIENTS,
-                           {"users": sorted({event.subject_id for event in events})})
+        unbound_lock_waits(connection)
+        connection.execute(_LOCK_RECIPIENTS, {"keys": sorted(
+            {event.subject_id % LOCK_KEYS for event in events})})
         ids = sorted(connection.execute(_STORE_UNNEST, {
             "users": [event.subject_id for event in events],
             "types": [event.type for event in events],

@@ -247,7 +247,7 @@ def call(app, method, path, account, body=None):
 
 @pytest.mark.parametrize("kind", ["heartbeat", "status", "favorite"])
 def test_a_row_locked_elsewhere_holds_up_only_its_own_users_change(
-        app, client, make_user, kind):
+        app, client, make_user, events, kind):
     """One user's row locked by an outside transaction: other users' changes of the same
     kind are answered while it holds the lock; the blocked user's change is written
     once the lock goes, and answered as it was written."""
@@ -286,3 +286,8 @@ def test_a_row_locked_elsewhere_holds_up_only_its_own_users_change(
     else:
         status = client.get("/both/status/me", headers=blocked.headers).json
         assert status["is_online"] is True and status["is_busy"] is (kind == "status")
+    # Its change was announced too (published once it committed, just after its answer).
+    deadline = time.monotonic() + 5
+    while not [e for e in events if blocked.id in (e.subject_id, e.data.get("user_id"))]:
+        assert time.monotonic() < deadline, "the blocked change was never announced"
+        time.sleep(0.02)

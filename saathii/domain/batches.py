@@ -36,6 +36,7 @@ WAIT_SECONDS = 60  # a safety net: the writer's deadline ends a batch long befor
 DEADLOCK = "40P01"  # PostgreSQL's deadlock_detected
 DEADLOCK_ATTEMPTS = 3
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's lock_not_available: lock_timeout passed
+MAX_ALONE = 8  # blocked changes written alone at once, each waiting on its own row
 WITHDRAWN = object()  # an item whose request gave up before its batch was taken
 
 
@@ -65,6 +66,7 @@ class Batcher:
         self.timeout = timeout  # the writer's deadline for one batch, in seconds
         self.observe = observe  # called with each batch's size
         self.lock_wait_ms = lock_wait_ms  # a batch's wait for a row lock (None: no limit)
+        self.alone_slots = threading.BoundedSemaphore(MAX_ALONE)
         self.lock = threading.Lock()  # guards open, writer and each batch's items
         self.open = None  # the batch that items join now
         self.writer = None  # the running writer's token: it will take the open batch
@@ -218,9 +220,7 @@ class Batcher:
                 if not _lock_timed_out(err):
                     results[index] = err
                     continue
-                batch.alone[index] = threading.Event()
-                light_thread(lambda i=index: self._write_alone(app, batch, i, results),
-                             "saathii-batch-alone").start()
+                self._start_alone(app, batch, index, results)
             except DeadlineExceeded:
                 # The batch's time is up: this change's outcome is unknown if it was
                 # committing (as for a whole batch), the rest are not written.
@@ -231,21 +231,42 @@ class Batcher:
                 results[index] = err
         return events
 
+    def _start_alone(self, app, batch, index, results):
+        """Have a blocked item written alone by a thread of its own; at most
+        MAX_ALONE at once (each holds a database connection while it waits): past them,
+        or if no thread starts, it is answered 503 unwritten."""
+        if not self.alone_slots.acquire(blocking=False):
+            results[index] = unavailable()
+            return
+        batch.alone[index] = threading.Event()
+        try:
+            light_thread(lambda: self._write_alone(app, batch, index, results),
+                         "saathii-batch-alone").start()
+        except Exception as err:  # noqa: BLE001 - this change alone is answered 503
+            log.error("no thread for a blocked change: %r", err)
+            self.alone_slots.release()
+            results[index] = unavailable()
+            batch.alone.pop(index).set()
+
     def _write_alone(self, app, batch, index, results):
         """Write one item blocked by a row lock, waiting for the lock as long as its
-        deadline allows, and answer it."""
-        events = ()
+        deadline allows, answer it, and publish what it changed (in the app's context,
+        which this thread does not inherit)."""
         try:
-            with app.app_context() if app is not None else nullcontext(), \
-                    deadline(self.timeout, "blocked change"):
-                (results[index],), events = self._written([batch.items[index]])
-        except DeadlineExceeded:
-            results[index] = unavailable()
-        except Exception as err:  # noqa: BLE001 - its request learns
-            results[index] = err
+            with app.app_context() if app is not None else nullcontext():
+                events = ()
+                try:
+                    with deadline(self.timeout, "blocked change"):
+                        (results[index],), events = self._written([batch.items[index]])
+                except DeadlineExceeded:
+                    results[index] = unavailable()
+                except Exception as err:  # noqa: BLE001 - its request learns
+                    results[index] = err
+                finally:
+                    batch.alone[index].set()
+                publish_committed(events)
         finally:
-            batch.alone[index].set()
-        publish_committed(events)
+            self.alone_slots.release()
 
     def _written(self, items, lock_wait_ms=None):
         """(results, events) of write(items), waiting lock_wait_ms at most for a row

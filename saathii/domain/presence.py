@@ -68,6 +68,9 @@ def changed_status(status, is_online=None, is_busy=None, wait_time=..., seen=Fal
     changes a user twice counts each change: see status_updates), so that a socket
     hearing two changes out of order keeps the newer."""
     now = now or clock.now()
+    # Read before anything can flush the change (a lazy load of status.user autoflushes,
+    # and the ORM's flush moves the version itself).
+    version = (status.version or 0) + 1
     before = (status.is_online, status.is_busy, status.wait_time)
     online = status.is_online if is_online is None else is_online
     busy = status.is_busy if is_busy is None else is_busy
@@ -85,8 +88,7 @@ def changed_status(status, is_online=None, is_busy=None, wait_time=..., seen=Fal
         status.last_seen = now
     if (online, busy, wait) != before:
         status.updated_at = now
-        return Event(_event_type(status, before[0], before[1]),
-                     presence_of(status, (status.version or 0) + 1),
+        return Event(_event_type(status, before[0], before[1]), presence_of(status, version),
                      subject_id=status.user_id, timestamp=now)
     if seen:
         status.updated_at = now

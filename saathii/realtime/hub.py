@@ -22,6 +22,7 @@ from ..clock import clock, isoformat
 log = logging.getLogger(__name__)
 
 MAX_QUEUED = 1000
+MAX_VERSIONS = 1000
 MAX_SOCKETS_PER_USER = 10
 _opened = itertools.count()
 
@@ -53,7 +54,10 @@ class Connection:
         # key -> (envelope, event_id): a user id for presence (latest wins, in place),
         # a sequence number for anything else.
         self.pending = OrderedDict()
-        self.versions = {}  # user id -> the highest presence version queued or sent
+        # user id -> the highest presence version queued or sent, for the MAX_VERSIONS
+        # users heard from last (a change arrives late by moments, not by a thousand
+        # other users' changes)
+        self.versions = OrderedDict()
         self.others = 0  # how many of pending are not presence
         self.sequence = itertools.count()
         self.ready = threading.Condition(threading.Lock())
@@ -85,6 +89,9 @@ class Connection:
                     if version <= self.versions.get(presence_of, 0):
                         return
                     self.versions[presence_of] = version
+                    self.versions.move_to_end(presence_of)
+                    if len(self.versions) > MAX_VERSIONS:
+                        self.versions.popitem(last=False)
                 key = ("presence", presence_of)
                 if key in self.pending:
                     self.pending[key] = (envelope, event_id)
