@@ -7,8 +7,8 @@ nobody: their clients wait in the listen backlog or retry. So each worker, once 
 is loaded, leaves a mark in a directory the master made (SAATHII_HANDOVER_DIR); a worker
 told to stop closes its sockets as soon as every sibling forked after it was ready (a
 reload's new workers) has left its mark (or died), at most HANDOVER_WAIT_SECONDS later;
-with none (the whole service stops) it closes them at once. Linux only (/proc): elsewhere, at once. Cost: one
-small file a worker.
+with none (the whole service stops) it closes them at once. Linux only (/proc):
+elsewhere, at once. Cost: one small file a worker.
 """
 import logging
 import os

@@ -61,11 +61,12 @@ class Batcher:
     makes, to be published once it has committed) and returns one result per item, an
     exception for an item refused on its own (raised to its caller alone)."""
 
-    def __init__(self, write, timeout=None, observe=None, lock_wait_ms=None):
+    def __init__(self, write, timeout=None, observe=None):
         self.write = write
         self.timeout = timeout  # the writer's deadline for one batch, in seconds
         self.observe = observe  # called with each batch's size
-        self.lock_wait_ms = lock_wait_ms  # a batch's wait for a row lock (None: no limit)
+        # A batch's wait for a row lock in ms (None: no limit); app_batcher sets it.
+        self.lock_wait_ms = None
         self.alone_slots = threading.BoundedSemaphore(MAX_ALONE)
         self.lock = threading.Lock()  # guards open, writer and each batch's items
         self.open = None  # the batch that items join now

@@ -114,8 +114,11 @@ class Connection:
             return len(self.pending)
 
     def send_now(self, envelope):
-        """Send a message from the socket's own thread."""
+        """Send a message from the socket's own thread; a stored event (one with an id)
+        moves the socket's cursor, last_event_id."""
         self.ws.send(json.dumps(envelope))
+        if "id" in envelope:
+            self.last_event_id = envelope["id"]
 
     def _next(self):
         """The next message to send, or None once the socket is to close."""
@@ -152,8 +155,6 @@ class Connection:
             try:
                 for envelope in self._catch_up(envelope, event_id):
                     self.send_now(envelope)
-                    if "id" in envelope:
-                        self.last_event_id = envelope["id"]
             except Exception:  # noqa: BLE001 - any send failure means the socket is gone
                 self.closed = True
                 break

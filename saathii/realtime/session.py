@@ -237,7 +237,6 @@ class FeedSession:
         connection.last_event_id = since if since is not None else (latest or 0)
         for event in missed:
             connection.send_now(event.envelope())
-            connection.last_event_id = event.id
         connection.fetch_stored = self.stored_after
 
     def stored_after(self, after_id):
