@@ -137,6 +137,10 @@ class Config:
     # waits its turn (within REDIS_TIMEOUT_SECONDS) rather than fail.
     REDIS_MAX_CONNECTIONS = _int("REDIS_MAX_CONNECTIONS", 50)
     NOTIFY_CHANNEL = os.environ.get("NOTIFY_CHANNEL", "saathii_events")
+    # Each process sends itself a probe through its relay this often; one not back within
+    # RELAY_STALL_SECONDS marks the relay down (readiness, saathii_relay_up) until one is.
+    RELAY_PROBE_SECONDS = _float("RELAY_PROBE_SECONDS", 2)
+    RELAY_STALL_SECONDS = _float("RELAY_STALL_SECONDS", 6)
     # auto, redis, postgresql or none: resolved by event_relay() when the app is made.
     EVENT_RELAY = os.environ.get("EVENT_RELAY") or "auto"
     if os.environ.get("RATELIMIT_STORAGE_URI"):

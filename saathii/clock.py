@@ -39,3 +39,8 @@ def isoformat(value):
     if value.tzinfo is None:  # stored naive, in UTC
         return value.isoformat(timespec="milliseconds") + "Z"
     return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_isoformat(text):
+    """The inverse of isoformat: an aware UTC datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

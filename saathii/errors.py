@@ -93,6 +93,13 @@ def unavailable():
                     headers={"Retry-After": "5"})
 
 
+def outcome_unknown():
+    """Return the 503 of a change whose commit was cut short and whose outcome could not
+    be read: it may be saved (every change is idempotent: sending it again is safe)."""
+    return APIError(503, "The change may or may not have been saved; read it back, or "
+                    "send it again", headers={"Retry-After": "5"})
+
+
 def validation_error(err):
     """Turn a marshmallow ValidationError into a 400 naming each field and why."""
     messages = err.messages if isinstance(err.messages, dict) else {"_schema": err.messages}

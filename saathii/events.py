@@ -10,8 +10,10 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy import event as sa_event
 
-from . import metrics
-from .clock import clock, isoformat
+from . import commits, metrics
+from .clock import clock, isoformat, parse_isoformat
+from .deadline import DeadlineExceeded
+from .errors import outcome_unknown
 from .extensions import db
 from .models import FeedEvent, naive_utc
 
@@ -58,7 +60,7 @@ class Event:
     def from_json(cls, raw):
         """The inverse of to_json."""
         return cls(type=raw["type"], data=raw["data"], subject_id=raw["subject_id"],
-                   timestamp=datetime.fromisoformat(raw["timestamp"].replace("Z", "+00:00")),
+                   timestamp=parse_isoformat(raw["timestamp"]),
                    id=raw.get("id"))
 
 
@@ -140,10 +142,11 @@ def transaction(events):
     commits (the caller publishes them once it has committed); a rollback drops them.
     On SQLite it holds the write lock from the start, as PostgreSQL's row locks would."""
     with db.engine.begin() as connection:
+        identity = None
         if connection.dialect.name == "sqlite":
             connection.exec_driver_sql(_SQLITE_WRITE_LOCK)
-        elif lock_wait.get():
-            connection.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_wait.get())}")
+        else:
+            identity = commits.begin(connection, lock_wait.get() or None)
         try:
             yield connection
             if events:
@@ -151,8 +154,57 @@ def transaction(events):
                 # lock: a wait for the relay, not for a row, so not bounded.
                 unbound_lock_waits(connection)
                 bus().stage(connection, events)
+            if identity is not None:
+                _commit(connection, *identity)
         finally:
-            connection.info.pop(_UNBOUND, None)
+            if not connection.invalidated:
+                connection.info.pop(_UNBOUND, None)
+
+
+def _commit(connection, xid, pid):
+    """Commit (PostgreSQL). A COMMIT cut short is settled (see commits): if it committed,
+    this returns as if it had not been cut; if not, the error is raised; if that cannot
+    be known, outcome_unknown."""
+    try:
+        connection.commit()
+    except (DeadlineExceeded, sa.exc.DBAPIError) as err:
+        connection.invalidate()  # mid-COMMIT: of no further use
+        if not _settled(err, xid, pid):
+            raise
+
+
+def commit_session():
+    """Commit the request's session; on PostgreSQL a COMMIT cut short is settled as a
+    batched writer's is (its events published if it committed). For rare writers (the
+    sweeper): it costs a round trip, for the transaction's id."""
+    session = db.session()
+    if db.engine.dialect.name != "postgresql":
+        session.commit()
+        return
+    xid, pid = commits.begin(session.connection())
+    pending = list(session.info.get(PENDING_KEY, ()))
+    try:
+        session.commit()
+    except (DeadlineExceeded, sa.exc.DBAPIError) as err:
+        try:
+            session.connection().invalidate()
+        except sa.exc.SQLAlchemyError:
+            pass
+        session.rollback()  # drops the events staged: published below if it committed
+        if not _settled(err, xid, pid):
+            raise
+        publish_committed(pending)
+
+
+def _settled(err, xid, pid):
+    """Whether a transaction whose COMMIT was cut short committed; outcome_unknown when
+    that cannot be known."""
+    outcome = commits.settle(db.engine, xid, pid)
+    log.warning("a COMMIT was cut short (%s); transaction %s: %s", err.__class__.__name__,
+                xid, outcome or "outcome unknown")
+    if outcome is None:
+        raise outcome_unknown() from err
+    return outcome == "committed"
 
 
 _UNBOUND = "saathii_lock_waits_unbound"
@@ -223,8 +275,21 @@ def stored_events(user_id, after_id, including=False):
                                    FeedEvent.id >= after_id if including
                                    else FeedEvent.id > after_id)
         .order_by(FeedEvent.id))
-    return [Event(type=row.type, data=row.data, subject_id=row.user_id,
-                  timestamp=row.created_at, id=row.id) for row in rows]
+    return [_stored(row) for row in rows]
+
+
+def _stored(row):
+    return Event(type=row.type, data=row.data, subject_id=row.user_id,
+                 timestamp=row.created_at, id=row.id)
+
+
+def events_stored_since(since, after_id, limit):
+    """Stored events (every recipient's) created at or after a time: a page of at most
+    `limit`, after an event id, in id order."""
+    rows = db.session.scalars(
+        sa.select(FeedEvent).where(FeedEvent.created_at >= since, FeedEvent.id > after_id)
+        .order_by(FeedEvent.id).limit(limit))
+    return [_stored(row) for row in rows]
 
 
 def prune_stored_events(older_than):

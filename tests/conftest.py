@@ -250,6 +250,14 @@ class FeedClient:
         assert message["type"] == "subscription_confirmed", message
         return message
 
+    def drain(self):
+        """Every message queued before a no-op request's answer (see expect_nothing_queued)."""
+        self.send({"type": "unsubscribe", "user_ids": []})
+        drained = []
+        while (message := self.receive())["type"] != "subscription_confirmed":
+            drained.append(message)
+        return drained
+
     def close(self):
         try:
             self.ws.close()
@@ -375,14 +383,15 @@ def web_process(start_process, request):
     return start
 
 
-def read_logs_until(tmp_path, line, timeout=10):
-    """The processes' logs once they hold a line: gunicorn writes the access log only after
-    the response has gone out, so the client can be faster than the log."""
+def read_logs_until(tmp_path, line, timeout=10, count=1):
+    """The processes' logs once they hold a line (`count` times): gunicorn writes the
+    access log only after the response has gone out, so the client can be faster than
+    the log."""
     deadline = time.monotonic() + timeout
     while True:
         logs = "".join(path.read_text() for path in tmp_path.glob("process-*.log"))
-        if line in logs or time.monotonic() > deadline:
-            assert line in logs
+        if logs.count(line) >= count or time.monotonic() > deadline:
+            assert logs.count(line) >= count, logs
             return logs
         time.sleep(0.05)
 

@@ -79,7 +79,8 @@ def test_redis_outage(web_process, private_redis, customer, listener, tmp_path):
         assert crossed["type"].startswith("favorite_")
         logs = "".join(path.read_text() for path in tmp_path.glob("process-*.log"))
         assert "Redis publish failed" in logs
-        assert "Redis relay lost its subscription" in logs
+        assert "Redis relay is down" in logs
+        assert "Redis relay carries events again" in logs
         assert "Traceback" not in logs
     finally:
         on_a.close()

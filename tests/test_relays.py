@@ -11,9 +11,10 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from saathii.events import PRESENCE_TYPES
 from saathii.extensions import db
 
-from .conftest import FeedClient, rest
+from .conftest import FeedClient, read_logs_until, rest
 from .workers import serving_pid, worker_pids
 
 SETTLE_SECONDS = 0.5  # time for a duplicate, if any, to arrive through a relay
@@ -271,6 +272,13 @@ def test_a_terminated_listening_connection_comes_back(
             db.session.commit()
         wait_for(lambda: set(relay_backends(app, pids).values()).isdisjoint(before.values())
                  and len(relay_backends(app, pids)) == len(pids))
+        # Back, each worker sends its sockets the presence written around the outage
+        # again (as the test set the users up): the current state.
+        read_logs_until(tmp_path, "relay back:", count=len(pids), timeout=20)
+        for client in every(watchers):
+            for resent in client.drain():
+                assert resent["type"] in PRESENCE_TYPES, resent
+                assert resent["data"]["user_id"] in (listener.id, customer.id), resent
         for pid in pids:  # a change through each worker reaches every socket once
             status, _ = rest(base, "PUT", "/both/status/me", listener,
                              {"is_online": True, "is_busy": True}, connection=callers[pid])
@@ -288,8 +296,8 @@ def test_a_terminated_listening_connection_comes_back(
     finally:
         close_all(watchers, callers.values())
     logs = "".join(path.read_text() for path in tmp_path.glob("process-*.log"))
-    assert logs.count("PostgreSQL relay lost its connection") == len(pids), logs
-    assert logs.count("PostgreSQL relay listening again") == len(pids), logs
+    assert logs.count("PostgreSQL relay is down") == len(pids), logs
+    assert logs.count("PostgreSQL relay carries events again") == len(pids), logs
 
 
 def test_an_event_larger_than_a_notification_arrives(web_process, app, config, listener):

@@ -5,8 +5,8 @@ change that finds none running) takes the open batch, writes it, answers each ch
 it, then takes the next, so nothing waits for a timer. The answer is the truth: a change
 whose request deadline passes while its batch is still open is withdrawn (503, never
 written), and once its batch is taken it waits for the outcome, which the writer's own
-deadline bounds. Only a deadline that cuts the COMMIT itself short leaves the outcome
-unknown (503; every change is idempotent, so the client's retry is safe). Events are
+deadline bounds. A deadline that cuts the COMMIT itself short is settled from the
+database's record of the transaction (events.transaction, commits). Events are
 published after the commit, outside that deadline: a failure to publish never turns a
 committed change into an error.
 

@@ -9,7 +9,7 @@ from ..errors import APIError, bad_request, not_found, unauthorized
 from ..fields import is_id
 from ..events import Event, emit
 from ..extensions import db
-from ..models import User, UserStatus
+from ..models import User, UserStatus, naive_utc
 from . import beats, in_ids, prebuilt, read
 
 MAX_BATCH = 100
@@ -93,6 +93,13 @@ def changed_status(status, is_online=None, is_busy=None, wait_time=..., seen=Fal
     if seen:
         status.updated_at = now
     return None
+
+
+def status_columns():
+    """What a Status is made of, in its order (a status row joined to its user)."""
+    return (UserStatus.user_id, UserStatus.is_online, UserStatus.is_busy, UserStatus.wait_time,
+            UserStatus.busy_since, UserStatus.last_seen, UserStatus.created_at,
+            UserStatus.updated_at, UserStatus.version, User.username, User.role)
 
 
 class Status:
@@ -220,6 +227,32 @@ def _presences(caller_id, user_ids):
     if not rows:
         raise unauthorized()
     return [_presence(*row) for row in rows if row[0] is not None]
+
+
+@prebuilt
+def _written_since_statement():
+    """Active users' status rows written at or after :since, after user :after, in user
+    id order, :limit of them."""
+    return (
+        sa.select(*status_columns()).join(User, User.id == UserStatus.user_id)
+        .where(UserStatus.updated_at >= sa.bindparam("since"),
+               UserStatus.user_id > sa.bindparam("after"), User.is_active == sa.true())
+        .order_by(UserStatus.user_id).limit(sa.bindparam("limit"))
+    )
+
+
+def presence_written_since(since, after_user_id, limit):
+    """Events carrying the current presence (and version) of the active users whose status
+    was written at or after a time: a page of at most `limit`, after a user id, in id
+    order (what a process that missed other processes' events sends its sockets again)."""
+    rows = read(_written_since_statement(),
+                {"since": naive_utc(since), "after": after_user_id, "limit": limit})
+    events = []
+    for row in rows:
+        status = Status(*row)
+        events.append(Event(_event_type(status, False, False), presence_of(status, status.version),
+                            subject_id=status.user_id, timestamp=status.updated_at))
+    return events
 
 
 def presence_for(caller_id, user_id):

@@ -19,7 +19,8 @@ from ..extensions import db
 from ..models import User, UserStatus, naive_utc
 from . import in_ids, prebuilt
 from .batches import Batcher, app_batcher
-from .presence import MAX_ATTEMPTS, Status, apply_update, changed_status, update_status
+from .presence import (MAX_ATTEMPTS, Status, apply_update, changed_status, status_columns,
+                       update_status)
 
 KEY = "saathii_status_updates"
 
@@ -45,11 +46,7 @@ def batcher():
 def _statuses_read():
     """The status rows of the active users among :ids, in id order."""
     return (
-        sa.select(UserStatus.user_id, UserStatus.is_online, UserStatus.is_busy,
-                  UserStatus.wait_time, UserStatus.busy_since, UserStatus.last_seen,
-                  UserStatus.created_at, UserStatus.updated_at, UserStatus.version,
-                  User.username, User.role)
-        .join(User, User.id == UserStatus.user_id)
+        sa.select(*status_columns()).join(User, User.id == UserStatus.user_id)
         .where(in_ids(UserStatus.user_id, "ids"), User.is_active == sa.true())
         .order_by(UserStatus.user_id)
     )

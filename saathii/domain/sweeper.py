@@ -10,7 +10,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from .. import metrics
 from ..clock import clock
-from ..events import prune_stored_events
+from ..events import commit_session, prune_stored_events
 from ..extensions import db
 from ..models import UserStatus
 from ..realtime.pg_relay import prune_relay_messages
@@ -40,7 +40,7 @@ def _commit_or_retry(load, change, attempts=5):
         rows = load()
         changed = sum(1 for status in rows if change(status))
         try:
-            db.session.commit()
+            commit_session()  # a COMMIT cut short is settled: its events published
             return changed, len(rows)
         except StaleDataError:
             db.session.rollback()

@@ -1,4 +1,6 @@
 """The real-time feed: sockets held by this process, and events relayed between processes."""
+import functools
+
 from flask import current_app
 
 from .. import metrics
@@ -8,6 +10,7 @@ from .guard import AccountGuard
 from .hub import Hub
 from .pg_relay import PostgresRelay
 from .relay import RedisRelay
+from .resync import resync
 
 KEY = "saathii_realtime"
 
@@ -66,13 +69,17 @@ class Realtime:
             self.relay.stop()
 
 
-def _relay(config, hub):
+def _relay(app, hub):
+    config = app.config
     kind = config["EVENT_RELAY"]
+    health = {"probe_seconds": config["RELAY_PROBE_SECONDS"],
+              "stall_seconds": config["RELAY_STALL_SECONDS"],
+              "recovered": functools.partial(resync, app, hub)}
     if kind == "redis":
         return RedisRelay(config["REDIS_URL"], hub, config["REDIS_CHANNEL"],
-                          config["REDIS_TIMEOUT_SECONDS"])
+                          config["REDIS_TIMEOUT_SECONDS"], **health)
     if kind == "postgresql":
-        return PostgresRelay(db.engine, hub, config["NOTIFY_CHANNEL"])
+        return PostgresRelay(db.engine, hub, config["NOTIFY_CHANNEL"], **health)
     return None
 
 
@@ -83,7 +90,7 @@ def init_app(app):
         capacity = config["WORKER_CONNECTIONS"] - config["FEED_RESERVED_CONNECTIONS"]
         hub = Hub(config["FEED_MAX_SOCKETS_PER_USER"], max(0, capacity))
         metrics.socket_capacity(hub.capacity)
-        relay = _relay(config, hub)
+        relay = _relay(app, hub)
         guard = AccountGuard(app, hub, config["FEED_ACCOUNT_CHECK_SECONDS"])
         realtime = app.extensions[KEY] = Realtime(
             hub, relay, guard, config["FEED_RECONNECT_RATE"], config["FEED_RESTART_SECONDS"])

@@ -7,11 +7,13 @@ other processes' events to its own hub (its own it delivered itself after the co
 A batch too large for one notification (8,000 bytes) is written to relay_messages in the
 same transaction, and the notification names its row. Cost: one statement per committing
 transaction that emitted events; PostgreSQL serialises notifying commits on one lock.
+Its health is heard through itself (probe.RelayHealth): each process notifies a probe
+from a second connection of its own and hears it on the listening one, so a stalled
+listener is noticed, not only a closed one.
 """
 import logging
 import os
 import threading
-import time
 import uuid
 
 import orjson
@@ -19,20 +21,22 @@ import psycopg
 import sqlalchemy as sa
 from psycopg import sql
 
-from .. import metrics
 from ..clock import clock
 from ..database import CONNECT_OPTIONS
 from ..events import Event
 from ..extensions import db
 from ..models import RelayMessage
+from .probe import RelayHealth, RelayStalled
 
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 7999  # NOTIFY takes payloads shorter than 8,000 bytes
-MAX_BACKOFF_SECONDS = 30
+MAX_BACKOFF_SECONDS = 5  # a relay back is a relay used within seconds
 POLL_SECONDS = 1.0  # how often the listener looks up from its socket (to stop, say)
-# How an operator finds the listeners in pg_stat_activity: saathii-relay:<process id>.
+# How an operator finds the listeners in pg_stat_activity: saathii-relay:<process id>
+# (and their probes' connections: saathii-relay-probe:<process id>).
 APPLICATION_NAME = "saathii-relay"
+PROBE_APPLICATION_NAME = "saathii-relay-probe"
 NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
 STORE = sa.insert(RelayMessage).returning(RelayMessage.id)
 LOAD = sa.select(RelayMessage.payload).where(RelayMessage.id == sa.bindparam("id"))
@@ -47,12 +51,16 @@ class PostgresRelay:
     """Notifies this process's events in their transactions; delivers other processes'
     notified events to the hub."""
 
-    def __init__(self, engine, hub, channel):
+    def __init__(self, engine, hub, channel, probe_seconds=2, stall_seconds=6, recovered=None):
         self.engine = engine
         self.hub = hub
         self.channel = channel
         self.origin = uuid.uuid4().hex
-        self.listening = threading.Event()
+        self.health = RelayHealth("PostgreSQL", self._send_probe, probe_seconds,
+                                  stall_seconds, recovered)
+        # The probes' own connection, outside the pool: a pool busy serving requests
+        # must not make the relay look stalled.
+        self.probe_connection = None
         self.stopping = threading.Event()
         self.thread = None
         self.lock = threading.Lock()
@@ -71,59 +79,71 @@ class PostgresRelay:
         """Nothing to do once committed: stage() notified inside the transaction."""
 
     def start(self, wait=2.0):
-        """Start the listening thread once; wait a little for it to listen."""
+        """Start the listening thread once; wait a little for its first probe to come
+        back."""
         with self.lock:
             if self.thread is None:
                 self.thread = threading.Thread(target=self._listen, name="saathii-pg-relay",
                                                daemon=True)
                 self.thread.start()
-        self.listening.wait(wait)
+                self.health.start()
+        self.health.up.wait(wait)
 
     @property
     def connected(self):
-        """Whether the listening connection is up."""
-        return self.listening.is_set()
+        """Whether the listening connection carries this process's probes."""
+        return self.health.connected
 
     def stop(self):
         """Stop listening (within POLL_SECONDS)."""
         self.stopping.set()
+        self.health.stop()
+
+    def _connect(self, name=APPLICATION_NAME):
+        # CONNECT_OPTIONS: a connection that stops answering (a stalled network, not a
+        # closed one) is given up by TCP within about 30 s.
+        return psycopg.connect(conninfo(self.engine.url), autocommit=True,
+                               application_name=f"{name}:{os.getpid()}", **CONNECT_OPTIONS)
+
+    def _send_probe(self, token):
+        payload = orjson.dumps({"origin": self.origin, "probe": token}).decode()
+        try:
+            if self.probe_connection is None:
+                self.probe_connection = self._connect(PROBE_APPLICATION_NAME)
+            self.probe_connection.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+        except psycopg.Error:
+            connection, self.probe_connection = self.probe_connection, None
+            if connection is not None:
+                connection.close()
+            raise
 
     def _listen(self):
-        backoff, down_since = 0.5, None
+        backoff = 0.5
         while not self.stopping.is_set():
             try:
-                # CONNECT_OPTIONS: a connection that stops answering (a stalled network,
-                # not a closed one) is given up by TCP within about 30 s; then reconnect.
-                with psycopg.connect(conninfo(self.engine.url), autocommit=True,
-                                     application_name=f"{APPLICATION_NAME}:{os.getpid()}",
-                                     **CONNECT_OPTIONS) as connection:
+                with self._connect() as connection:
                     connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-                    self.listening.set()
-                    metrics.relay_up(True)
-                    if down_since is not None:
-                        log.info("PostgreSQL relay listening again after %.1fs",
-                                 time.monotonic() - down_since)
-                    backoff, down_since = 0.5, None
+                    self.health.listening()
                     while not self.stopping.is_set():
                         for notification in connection.notifies(timeout=POLL_SECONDS):
                             self._receive(notification.payload)
-            except psycopg.Error as err:
-                self.listening.clear()
-                metrics.relay_up(False)
-                if down_since is None:  # the outage is logged once, its end once
-                    down_since = time.monotonic()
-                    log.warning("PostgreSQL relay lost its connection (%s); events of other "
-                                "processes are not delivered live until it is back",
-                                str(err).strip() or err.__class__.__name__)
+                            backoff = 0.5  # it carried something: reconnect at once next time
+                        self.health.check()
+            except (psycopg.Error, RelayStalled) as err:
+                self.health.lost(str(err).strip() or err.__class__.__name__)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-        self.listening.clear()
+        self.health.up.clear()
 
     def _receive(self, raw):
         try:
             payload = orjson.loads(raw)
             if payload["origin"] == self.origin:
-                return  # delivered here when it committed
+                if "probe" in payload:
+                    self.health.heard(payload["probe"])
+                return  # an event of this process: delivered here when it committed
+            if "probe" in payload:
+                return
             if "ref" in payload:
                 payload = orjson.loads(self._load(payload["ref"]))
             events = [Event.from_json(event) for event in payload["events"]]
