@@ -64,6 +64,15 @@ class Server:
         self.stop()
         raise BenchError(f"{self.name}: gunicorn not ready in {timeout}s; see {self.log_path}")
 
+    def start_clock(self):
+        """Start the Procfile's clock process (the sweeper) with this server's settings;
+        the caller terminates it."""
+        log_file = open(os.path.join(RESULTS, f"clock-{self.name}.log"), "w")
+        with log_file:
+            return subprocess.Popen([sys.executable, "-m", "saathii.scheduler"], cwd=ROOT,
+                                    env=self.env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=log_file)
+
     def _answers(self):
         try:
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
@@ -95,4 +104,4 @@ class Server:
             return []
         with open(self.log_path, errors="replace") as file:
             lines = [line.rstrip() for line in file if line.strip()]
-        return [line for line in lines if "] [INFO] " not in line][:limit]
+        return [line for line in lines if "] [INFO] " not in line][:limit]  # None: all
