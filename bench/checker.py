@@ -1,16 +1,19 @@
 """Every screen converges to the truth: the feed's guarantees checked together, under faults.
 
     python bench/checker.py [--seconds 20] [--relay postgresql,redis] [--database-url URL]
+    python bench/checker.py --database-url sqlite:////tmp/checker.db   # one worker
 
 For each relay, starts the Procfile's web (2 workers) and clock processes on its own
-database (Redis, when it is the relay, behind a TCP proxy the checker controls), then for
+database (Redis, when it is the relay, behind a TCP proxy the checker controls; on
+SQLite, one web process with one worker that sweeps itself, and no relay), then for
 --seconds: every listener's status changes through both workers at the same moments
 (two writers each), churning customers add and remove favorites, every listener's feed
 socket drops and reconnects with `since`, watching customers hold sockets (and read REST
-after each connect, as docs/api.md asks); a third of the way in the relay pauses (Redis:
-the proxy holds every byte for a few seconds; PostgreSQL: the listening backends are
-terminated), two thirds in a web worker is killed with SIGKILL. Then it checks, prints
-one JSON line, and exits 1 on any failure:
+after each connect, as docs/api.md asks); halfway a web worker is killed with SIGKILL;
+at the end the relay pauses (Redis: the proxy holds every byte for a few seconds;
+PostgreSQL: the listening backends are terminated) and the load stops during the pause,
+so its last changes reach other processes' sockets only by what a process does once its
+relay is back. Then it checks, prints one JSON line, and exits 1 on any failure:
 - every watching customer's view of each favorite equals REST (state and version);
 - every listener got each stored favorite event after its first cursor once: none
   missing, none twice;
@@ -27,9 +30,10 @@ import signal
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
-import psycopg
+import sqlalchemy as sa
 from simple_websocket import Client, ConnectionClosed
 
 from common import (DEFAULT_DATABASE_URL, ROOT, create_database, libpq_url, log, migrate,
@@ -184,22 +188,45 @@ class Watcher(threading.Thread):
                 close(ws)
 
 
+def engine(url):
+    """A SQLAlchemy engine for the checker's own reads and writes."""
+    return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+
+
+def prepare(url):
+    """A fresh, migrated database."""
+    if url.startswith("sqlite"):
+        path = url.removeprefix("sqlite:///")
+        if os.path.exists(path):
+            os.remove(path)
+    else:
+        create_database(url)
+        reset_schema(url)
+    migrate([url])
+
+
 def seed(url):
     """Listeners, watchers (each favoriting every listener) and churners."""
     listeners = list(range(FIRST_ID, FIRST_ID + LISTENERS))
     watchers = list(range(FIRST_ID + 100, FIRST_ID + 100 + WATCHERS))
     churners = list(range(FIRST_ID + 200, FIRST_ID + 200 + CHURNERS))
-    with psycopg.connect(url, autocommit=True) as conn:
-        for ids, role in ((listeners, "listener"), (watchers + churners, "customer")):
-            conn.execute("insert into users (id, username, role, is_active, interests, "
-                         "created_at) select n, 'user_' || n, %s, true, '[]', now() "
-                         "from unnest(%s::bigint[]) n", (role, ids))
-        conn.execute("insert into user_status (user_id, is_online, is_busy, created_at, "
-                     "updated_at, version) select id, true, false, now(), now(), 1 from users")
-        conn.execute("insert into favorites (user_id, listener_id, created_at) "
-                     "select w, l, now() from unnest(%s::bigint[]) w, unnest(%s::bigint[]) l",
-                     (watchers, listeners))
-        conn.execute("vacuum analyze")
+    now = datetime.now(timezone.utc).replace(tzinfo=None)  # stored naive, in UTC
+    users = [{"id": i, "name": f"user_{i}", "role": role, "now": now}
+             for ids, role in ((listeners, "listener"), (watchers + churners, "customer"))
+             for i in ids]
+    with engine(url).begin() as conn:
+        conn.execute(sa.text("insert into users (id, username, role, is_active, interests, "
+                             "created_at) values (:id, :name, :role, true, '[]', :now)"), users)
+        conn.execute(sa.text("insert into user_status (user_id, is_online, is_busy, "
+                             "created_at, updated_at, version) "
+                             "values (:id, true, false, :now, :now, 1)"), users)
+        conn.execute(sa.text("insert into favorites (user_id, listener_id, created_at) "
+                             "values (:user, :listener, :now)"),
+                     [{"user": w, "listener": n, "now": now}
+                      for w in watchers for n in listeners])
+    if not url.startswith("sqlite"):
+        with engine(url).connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("vacuum analyze"))
     return listeners, watchers, churners
 
 
@@ -229,22 +256,21 @@ def churn(port, churner, listener_ids, stop, last):
 
 
 def pause_relay(relay, proxy, url):
-    """Redis: hold every byte for PAUSE_SECONDS; PostgreSQL: end the listening backends."""
+    """Redis: hold every byte for PAUSE_SECONDS; PostgreSQL: end the listening backends;
+    none (SQLite, one process): nothing to pause."""
     if relay == "redis":
         proxy.pause()
         time.sleep(PAUSE_SECONDS)
         proxy.heal()
-        return
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("select pg_terminate_backend(pid) from pg_stat_activity "
-                     "where application_name like 'saathii-relay:%'")
+    elif relay == "postgresql":
+        with engine(url).begin() as conn:
+            conn.execute(sa.text("select pg_terminate_backend(pid) from pg_stat_activity "
+                                 "where application_name like 'saathii-relay:%'"))
 
 
 def check(relay, seconds, url, redis_url):
     """Run the load and the faults through one relay; the counts and the failures."""
-    create_database(url)
-    reset_schema(url)
-    migrate([url])
+    prepare(url)
     listener_ids, watcher_ids, churner_ids = seed(url)
     # The clock process sweeps every second and takes users unseen for 3 s offline: one
     # more writer of the same rows, at any moment.
@@ -255,13 +281,17 @@ def check(relay, seconds, url, redis_url):
         proxy = TcpProxy(parts.hostname, parts.port or 6379)
         env.update(REDIS_URL=f"redis://127.0.0.1:{proxy.port}{parts.path or '/0'}",
                    REDIS_CHANNEL=f"saathii:checker:{os.getpid()}")
-    else:
+    elif relay == "postgresql":
         env.update(NOTIFY_CHANNEL=f"saathii_checker_{os.getpid()}")
-    server = Server(f"checker-{relay}", "wsgi:app", url, WEB_CONCURRENCY="2", **env)
+    else:  # SQLite alone: one worker, which sweeps itself (no clock process)
+        env.update(SCHEDULER_ENABLED="true", EVENT_RELAY="none")
+    server = Server(f"checker-{relay}", "wsgi:app", url,
+                    WEB_CONCURRENCY="1" if relay == "none" else "2", **env)
     clock = None
     try:
         server.start()
-        clock = server.start_clock()
+        if relay != "none":
+            clock = server.start_clock()
         port = server.port
         listeners = [Account(i) for i in listener_ids]
         stop, finished = threading.Event(), threading.Event()
@@ -279,16 +309,20 @@ def check(relay, seconds, url, redis_url):
             last_by_churner[i]), daemon=True) for n, i in enumerate(churner_ids)]
         for thread in load:
             thread.start()
-        time.sleep(seconds / 3)
-        log(f"checker ({relay}): pausing the relay")
-        pause_relay(relay, proxy, url)
-        time.sleep(max(0.0, seconds / 3 - (PAUSE_SECONDS if relay == "redis" else 0)))
+        time.sleep(seconds / 2)
         victim = random.choice(server.worker_pids())
         log(f"checker ({relay}): SIGKILL to worker {victim}")
         os.kill(victim, signal.SIGKILL)
-        time.sleep(seconds / 3)
+        time.sleep(seconds / 2)
+        # The load's last changes are made while the relay is down: only what a process
+        # does once its relay is back brings them to its sockets.
+        log(f"checker ({relay}): pausing the relay; the load stops meanwhile")
+        paused = threading.Thread(target=pause_relay, args=(relay, proxy, url))
+        paused.start()
+        time.sleep(PAUSE_SECONDS / 2 if relay == "redis" else 0.2)
         stop.drain_until = time.monotonic() + SETTLE_SECONDS
         stop.set()
+        paused.join()
         for thread in load:
             thread.join(20)
         return verify(url, port, listeners, feeds, watchers, acked, last_by_churner, stop,
@@ -305,13 +339,15 @@ def check(relay, seconds, url, redis_url):
 def stored(url):
     """{listener id: stored favorite event ids}, {churner: listener ids favorited},
     {user: status version}."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    with engine(url).connect() as conn:
         events, favorites = {}, {}
-        for user_id, event_id in conn.execute("select user_id, id from feed_events order by id"):
+        for user_id, event_id in conn.execute(
+                sa.text("select user_id, id from feed_events order by id")):
             events.setdefault(user_id, []).append(event_id)
-        for user_id, listener_id in conn.execute("select user_id, listener_id from favorites"):
+        for user_id, listener_id in conn.execute(
+                sa.text("select user_id, listener_id from favorites")):
             favorites.setdefault(user_id, set()).add(listener_id)
-        versions = dict(conn.execute("select user_id, version from user_status"))
+        versions = dict(conn.execute(sa.text("select user_id, version from user_status")).all())
     return events, favorites, versions
 
 
@@ -387,12 +423,12 @@ def main(argv=None):
     parser.add_argument("--database-url", default=with_database(DEFAULT_DATABASE_URL,
                                                                 "saathii_bench_checker"))
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--relay", default="postgresql,redis")
+    parser.add_argument("--relay", default="postgresql,redis", help="on PostgreSQL")
     parser.add_argument("--seconds", type=float, default=20)
     args = parser.parse_args(argv)
     url = libpq_url(args.database_url)
     results = {}
-    for relay in args.relay.split(","):
+    for relay in ["none"] if url.startswith("sqlite") else args.relay.split(","):
         log(f"checker: {relay} relay, {args.seconds:g} s")
         REFUSALS.clear()
         ACKNOWLEDGED.clear()

@@ -95,9 +95,12 @@ class PostgresRelay:
         return self.health.connected
 
     def stop(self):
-        """Stop listening (within POLL_SECONDS)."""
+        """Stop listening (within POLL_SECONDS) and probing."""
         self.stopping.set()
         self.health.stop()
+        connection, self.probe_connection = self.probe_connection, None
+        if connection is not None:
+            connection.close()
 
     def _connect(self, name=APPLICATION_NAME):
         # CONNECT_OPTIONS: a connection that stops answering (a stalled network, not a
