@@ -21,7 +21,7 @@ import zlib
 
 import psycopg
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import Request, TextMessage
+from wsproto.events import Ping, Request, TextMessage
 
 from common import (DEFAULT_DATABASE_URL, RESULTS, BenchError, create_database, libpq_url,
                     log, migrate, reset_schema, timed_request, token, with_database)
@@ -131,6 +131,15 @@ def attack_loop(stop, step):
             time.sleep(0.05)
 
 
+def in_threads(count, stop, step):
+    """attack_loop(stop, step) in `count` threads at once, until stop is set."""
+    threads = [threading.Thread(target=attack_loop, args=(stop, step)) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def frozen_sockets(port, stop):
     """50 sockets watching every listener's presence, never reading."""
     held = []
@@ -167,11 +176,18 @@ def message_flood(port, stop):
         frame = ws.send(TextMessage(data=ping))
         while not stop.is_set():
             sock.sendall(frame)
-    threads = [threading.Thread(target=attack_loop, args=(stop, step)) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(10, stop, step)
+
+
+def ping_frames(port, stop):
+    """Four sockets sending protocol-level ping frames as fast as they can (reconnecting
+    when closed): each costs a pong unless counted against the socket's budget."""
+    def step():
+        sock, ws = upgrade(port, 5)
+        frames = ws.send(Ping(b"are you there")) * 100
+        while not stop.is_set():
+            sock.sendall(frames)
+    in_threads(4, stop, step)
 
 
 def compressed_bombs(port, stop):
@@ -238,7 +254,8 @@ def socket_surge(port, stop, sockets=SURGE_SOCKETS["full"]):
 
 
 ATTACKS = {"frozen_sockets": frozen_sockets, "slow_bodies": slow_bodies,
-           "message_flood": message_flood, "compressed_bombs": compressed_bombs,
+           "message_flood": message_flood, "ping_frames": ping_frames,
+           "compressed_bombs": compressed_bombs,
            "socket_pile": socket_pile, "socket_surge": socket_surge}
 
 

@@ -10,7 +10,7 @@ import zlib
 import pytest
 import simple_websocket
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import Request
+from wsproto.events import CloseConnection, Pong, Request, TextMessage
 
 from saathii.auth import create_access_token
 from saathii.clock import clock
@@ -123,6 +123,79 @@ def test_a_flooding_socket_is_closed_with_1008(app, connect, customer, listener)
     assert answers <= 11  # the burst (and a token refilled meanwhile); the rest dropped
     wait_for(lambda: realtime_of(app).hub.count() == 1)
     bystander.expect_nothing_queued()
+
+
+def masked_frame(opcode, payload, fin=True):
+    """One client frame (masked, as RFC 6455 asks of clients) of under 126 bytes."""
+    mask = b"\x01\x02\x03\x04"
+    return bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)]) + mask + bytes(
+        byte ^ mask[i % 4] for i, byte in enumerate(payload))
+
+
+def opened(base, token):
+    """A raw socket upgraded and greeted, and the client's wsproto connection."""
+    sock, ws = raw_upgrade(base, token)
+    sock.settimeout(10)
+    events = []
+    while not any(isinstance(event, TextMessage) for event in events):
+        ws.receive_data(sock.recv(65536))
+        events += list(ws.events())
+    return sock, ws
+
+
+def until_closed(sock, ws):
+    """Every event the server sent until its close frame (or the connection's end)."""
+    events = []
+    try:
+        while not any(isinstance(event, CloseConnection) for event in events):
+            chunk = sock.recv(65536)
+            ws.receive_data(chunk or None)
+            events += list(ws.events())
+            if not chunk:
+                break
+    except ConnectionResetError:
+        pass
+    sock.close()
+    return events
+
+
+def test_a_ping_frame_flood_is_closed_with_1008_and_mostly_unanswered(
+        app, connect, live_server, customer, listener):
+    bystander = connect(listener)
+    sock, ws = opened(live_server, customer.token)
+    sock.sendall(masked_frame(0x9, b"are you there") * 200)
+    events = until_closed(sock, ws)
+    closes = [event for event in events if isinstance(event, CloseConnection)]
+    assert [(close.code, close.reason) for close in closes][:1] == [(1008, "Too many messages")]
+    assert sum(isinstance(event, Pong) for event in events) <= 11  # the burst, no more
+    wait_for(lambda: realtime_of(app).hub.count() == 1)
+    bystander.expect_nothing_queued()
+
+
+def test_pings_within_the_rate_are_answered(live_server, customer):
+    sock, ws = opened(live_server, customer.token)
+    sock.sendall(masked_frame(0x9, b"one") + masked_frame(0x9, b"two"))
+    pongs = []
+    while len(pongs) < 2:
+        ws.receive_data(sock.recv(65536))
+        pongs += [bytes(event.payload) for event in ws.events() if isinstance(event, Pong)]
+    assert pongs == [b"one", b"two"]
+    sock.close()
+
+
+@pytest.mark.parametrize("frame, code", [
+    (masked_frame(0x1, b'{"type": "ping", "x": "\xff\xfe"}'), 1007),  # invalid UTF-8
+    (masked_frame(0x3, b"reserved"), 1002),  # an opcode RFC 6455 reserves
+    (masked_frame(0x9, b"x", fin=False), 1002),  # a control frame fragmented
+])
+@pytest.mark.parametrize("server", ["development", "gunicorn"])
+def test_a_protocol_error_closes_with_its_code(request, customer, frame, code, server):
+    base = (request.getfixturevalue("live_server") if server == "development"
+            else request.getfixturevalue("web_process")(relay=None))
+    sock, ws = opened(base, customer.token)
+    sock.sendall(frame)
+    closes = [event for event in until_closed(sock, ws) if isinstance(event, CloseConnection)]
+    assert [close.code for close in closes][:1] == [code]
 
 
 def test_messages_within_the_rate_are_all_answered(connect, customer):

@@ -1,14 +1,22 @@
 """What a feed client sends, bounded: a flooding socket is closed, never buffered.
 
 simple-websocket's reader thread appends every message it reads to a list that the
-socket's handler drains one message at a time; a client that sends faster than the
-handler answers (each ping may be a commit) would grow that list without end. The inbox
-takes its place: it lets `rate` messages a second through, in bursts of up to `burst`,
-and holds at most `burst` unanswered; past either the socket is closed (1008) and the
-rest is dropped. Cost: a lock and a little arithmetic per message.
+socket's handler drains one message at a time, and answers every ping frame itself; a
+client that sends faster than the handler answers (each ping may be a commit) would
+grow that list without end, and one that floods ping frames costs a pong each. The inbox
+takes the list's place and sees the frames first: it lets `rate` messages a second
+through (data messages and ping frames alike), in bursts of up to `burst`, and holds at
+most `burst` unanswered; past either the socket is closed (1008) and the rest is
+dropped, unanswered. Cost: a lock and a little arithmetic per message or ping.
+
+simple-websocket has no public hook for either, so this module swaps two of its
+attributes (`input_buffer`, and `ws`, its wsproto connection); tests/test_inbox.py fails
+if an upgrade renames them.
 """
 import threading
 import time
+
+from wsproto.events import Ping
 
 
 class Inbox(list):
@@ -27,31 +35,62 @@ class Inbox(list):
 
     def append(self, message):
         """Called by the reader thread for each message: keep it, or refuse the flood."""
+        if self._spend(keep=message):
+            return
+        self.on_flood("Too many messages")
+
+    def spend(self):
+        """Count one control frame (a ping) against the budget; whether it is within it."""
+        if self._spend():
+            return True
+        self.on_flood("Too many messages")
+        return False
+
+    def _spend(self, keep=None):
         with self.lock:
             if self.flooded:
-                return
+                return True  # said once already: the rest is dropped quietly
             now = time.monotonic()
             self.tokens = min(self.burst, self.tokens + (now - self.refilled) * self.rate)
             self.refilled = now
-            if self.tokens < 1 or len(self) >= self.burst:
+            if self.tokens < 1 or (keep is not None and len(self) >= self.burst):
                 self.flooded = True
-            else:
-                self.tokens -= 1
-                super().append(message)
-                return
-        self.on_flood("Too many messages")
+                return False
+            self.tokens -= 1
+            if keep is not None:
+                super().append(keep)
+            return True
 
     def pop(self, index=-1):
         with self.lock:
             return super().pop(index)
 
 
+class CountedFrames:
+    """A socket's wsproto connection as simple-websocket's reader sees it: each ping frame
+    is spent from the inbox's budget first, and past it dropped (never answered)."""
+
+    def __init__(self, connection, inbox):
+        self.connection = connection
+        self.inbox = inbox
+
+    def events(self):
+        for event in self.connection.events():
+            if isinstance(event, Ping) and (self.inbox.flooded or not self.inbox.spend()):
+                continue
+            yield event
+
+    def __getattr__(self, name):
+        return getattr(self.connection, name)
+
+
 def install(ws, rate, burst, on_flood):
     """Put an Inbox in place of a simple-websocket socket's input buffer, keeping what
-    arrived before."""
+    arrived before, and count its ping frames against the same budget."""
     inbox = Inbox(rate, burst, on_flood)
     before = ws.input_buffer
     ws.input_buffer = inbox
+    ws.ws = CountedFrames(ws.ws, inbox)
     # Under gevent nothing runs between the swap and this copy; with real threads (the
     # development server) a message the reader appends to the old list meanwhile is lost.
     for message in list(before):
