@@ -116,10 +116,21 @@ class Config:
     # A request body must arrive whole within this time (else 408): no slow client holds
     # a worker's attention, and none holds a database connection (bodies are read first).
     REQUEST_BODY_TIMEOUT_SECONDS = _float("REQUEST_BODY_TIMEOUT_SECONDS", 10)
+    # An answer must be taken whole by its client within this time, or the connection is
+    # closed (under gunicorn; 0: no limit): no slow reader holds a connection.
+    RESPONSE_SEND_TIMEOUT_SECONDS = _float("RESPONSE_SEND_TIMEOUT_SECONDS", 30)
     PORT = _int("PORT", 5000)
-    # The public URL prefix is taken from the request; behind a proxy set this so
-    # Link headers point at the public scheme and host.
+    # Trust one proxy's X-Forwarded-For/-Proto/-Host (the client's address, and HTTPS).
     PROXY_FIX = _bool("PROXY_FIX", False)
+    # Where clients reach the service (https://api.example.com): Link headers are absolute
+    # from it; unset, they are paths. Never built from the Host header a client sends.
+    PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "")
+    # Strict-Transport-Security's max-age on answers served over HTTPS (0: not sent).
+    HSTS_SECONDS = _int("HSTS_SECONDS", 31_536_000)
+    # Host names the service answers (comma-separated; ".example.com" takes subdomains):
+    # any other Host header gets 400. Unset: any well-formed one.
+    TRUSTED_HOSTS = [host.strip() for host in os.environ.get("TRUSTED_HOSTS", "").split(",")
+                     if host.strip()] or None
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
     # text (readable lines) or json (one object per line), for the app's and gunicorn's logs.
     LOG_FORMAT = os.environ.get("LOG_FORMAT") or "text"

@@ -6,13 +6,15 @@ from pathlib import Path
 from flask import Flask, request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from werkzeug.exceptions import SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config, event_relay
 
 from logformat import log_format
 
-from . import admission, database, deadline, events, limits, logs, metrics, realtime, scheduler
+from . import (admission, database, deadline, events, headers, limits, logs, metrics, realtime,
+               scheduler, slow_readers)
 from .api import read_body
 from .errors import bad_request, register_error_handlers
 from .extensions import db, migrate, sock
@@ -76,8 +78,12 @@ HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
 
 
 def check_host():
-    """Refuse a malformed Host header: it would end up in the Link headers we write."""
-    if not HOST.fullmatch(request.host):
+    """Refuse a malformed Host header, and one outside TRUSTED_HOSTS when that is set."""
+    try:
+        host = request.host  # Werkzeug checks it against TRUSTED_HOSTS
+    except SecurityError:
+        raise bad_request("Invalid Host header") from None
+    if not HOST.fullmatch(host):
         raise bad_request("Invalid Host header")
 
 
@@ -98,6 +104,7 @@ def create_app(config_class=Config):
     _prepare_database(app.config)
     if app.config.get("PROXY_FIX"):
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
+    slow_readers.init_app(app)
 
     db.init_app(app)
     database.init_app(app)
@@ -108,6 +115,7 @@ def create_app(config_class=Config):
     realtime.init_app(app)
     scheduler.init_app(app)
     register_error_handlers(app)
+    headers.init_app(app)
     app.before_request(check_host)
     app.before_request(read_body)  # before any hook or view takes a database connection
     admission.init_app(app)  # once the body is in: a slow sender holds no slot

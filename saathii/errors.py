@@ -48,6 +48,11 @@ def bad_request(detail, errors=None):
     return APIError(400, detail, errors)
 
 
+def forbidden(detail):
+    """Return a 403 APIError."""
+    return APIError(403, detail)
+
+
 def not_found(detail):
     """Return a 404 APIError."""
     return APIError(404, detail)

@@ -2,15 +2,17 @@
 from math import ceil
 from urllib.parse import urlencode
 
-from flask import request, url_for
+from flask import current_app, request, url_for
 
 # What Werkzeug leaves unquoted in a query string, so links read as url_for writes them.
 QUERY_SAFE = "!$'()*,/:;?@"
 
 
 def _header(links):
-    # One url_for for the endpoint; each link only adds its own query string.
-    endpoint = url_for(request.endpoint, _external=True)
+    # One url_for for the endpoint; each link only adds its own query string. Absolute
+    # from PUBLIC_BASE_URL, else a path (RFC 8288: resolved against the request's URL):
+    # never from the request's Host header, which a client chooses.
+    endpoint = current_app.config["PUBLIC_BASE_URL"].rstrip("/") + url_for(request.endpoint)
     return ", ".join(
         f'<{endpoint}?{urlencode(_present(params), safe=QUERY_SAFE)}>; rel="{rel}"'
         for rel, params in links.items())

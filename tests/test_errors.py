@@ -66,7 +66,7 @@ def test_malformed_host_header(client, customer, host):
 
 
 @pytest.mark.parametrize("host", ["api.saathii.example", "127.0.0.1:5000", "[::1]:8080"])
-def test_good_host_headers_reach_the_links(client, customer, host):
+def test_good_host_headers_are_answered_and_never_reach_the_links(client, customer, host):
     response = client.get("/favorites", headers={**customer.headers, "Host": host})
     assert response.status_code == 200
-    assert f"<http://{host}/favorites?" in response.headers["Link"]
+    assert response.headers["Link"].startswith("</favorites?")  # a path, no host

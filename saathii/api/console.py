@@ -15,10 +15,3 @@ def console():
     host = request.host  # checked by check_host before any view runs
     # Only our own script, styles and API (REST and the feed socket on this host).
     return page, 200, page_headers(connect_src=f"'self' ws://{host} wss://{host}")
-
-
-@bp.after_request
-def no_sniffing(response):
-    """The console's script and stylesheet are served as what they are."""
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    return response

@@ -40,7 +40,8 @@ def swagger_ui(filename):
 
 
 @bp.after_request
-def no_sniffing(response):
-    """The page's scripts and stylesheets are served as what they are."""
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+def cacheable(response):
+    """The document and Swagger UI's files are the same for everyone: any cache may keep
+    them for a few minutes (the /docs page sets its own no-store)."""
+    response.headers.setdefault("Cache-Control", "public, max-age=300")
     return response
