@@ -6,9 +6,10 @@ query's answer) and raises DeadlineExceeded, which the error handlers answer. El
 (the development server's threads, the CLI) nothing can interrupt a blocking call, and
 `deadline` does nothing: only socket timeouts bound those waits.
 """
+import time
 from contextlib import contextmanager
 
-from flask import current_app, g, request
+from flask import current_app, g, has_request_context, request
 from gevent import Timeout
 from gevent.monkey import is_module_patched
 
@@ -61,7 +62,14 @@ def _start_request_deadline():
     if not seconds or not enforced() or (rule is not None and rule.websocket):
         return
     g.deadline = Timeout(seconds, DeadlineExceeded("request"))
+    g.deadline_at = time.monotonic() + seconds
     g.deadline.start()
+
+
+def request_deadline():
+    """When (time.monotonic()) the current request's deadline passes; None outside a
+    request, or where deadlines are not enforced."""
+    return g.get("deadline_at") if has_request_context() else None
 
 
 def _end_request_deadline(error=None):

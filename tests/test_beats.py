@@ -83,6 +83,22 @@ def test_changes_arriving_during_a_write_share_the_next_statement():
     assert batcher.open is None
 
 
+def test_a_batch_gets_the_least_time_its_requests_have_left():
+    """Each change is answered within its own request's deadline: the batch's deadline is
+    the shortest time left among its changes, and one with almost none left is answered
+    503 unwritten instead of holding the others to it."""
+    batcher = Batcher(GatedWriter(), timeout=5)
+    batch, now = batches.Batch(), time.monotonic()
+    batch.items = [1, 2, 3, batches.WITHDRAWN, 4]
+    batch.deadlines = [now + 3, now + 0.1, None, now + 1, now + 2]
+    results = [None] * len(batch.items)
+    live, seconds = batcher._in_time(batch, results)
+    assert live == [0, 2, 4]
+    assert isinstance(results[1], APIError) and results[1].status == 503
+    assert results[0] is None and 1.5 < seconds <= 2
+    assert batcher._in_time(batches.Batch(), []) == ([], 5)
+
+
 def test_a_lone_change_is_written_at_once():
     writer = GatedWriter()
     writer.release.set()

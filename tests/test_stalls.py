@@ -114,6 +114,32 @@ def test_a_database_that_stalls_or_goes_gets_503_then_recovers(
     assert "Traceback" not in logs
 
 
+def test_no_change_waits_past_its_deadline_in_a_stall(web_process, postgres_proxy, make_user):
+    """A change that joins a batch while the writer is held by a stalled database is
+    answered within its own deadline (2 s here), not the writer's next one after it."""
+    proxy, url = postgres_proxy
+    server = web_process(relay=None, DATABASE_URL=url, REQUEST_TIMEOUT_SECONDS=2)
+    listeners = [make_user(f"stalled_{n}", "listener") for n in range(4)]
+    for listener in listeners:  # warm: the path works
+        assert call(server, "PUT", "/both/status/me", listener, {"is_online": True})[0] == 200
+    proxy.pause()
+    took = {}
+
+    def change(listener):
+        started = time.monotonic()
+        took[listener.id] = (call(server, "PUT", "/both/status/me", listener,
+                                  {"is_busy": True}), time.monotonic() - started)
+    threads = [threading.Thread(target=change, args=(listener,)) for listener in listeners]
+    for thread in threads:  # the first holds the writer; the others join the next batch
+        thread.start()
+        time.sleep(0.4)
+    for thread in threads:
+        thread.join(30)
+    proxy.heal()
+    assert [result for result, _ in took.values()] == [(503, UNAVAILABLE, "5")] * 4
+    assert max(seconds for _, seconds in took.values()) < 2 + 0.9, took
+
+
 def test_a_socket_over_its_open_limit_in_a_stall_gets_503(web_process, postgres_proxy,
                                                           customer):
     """The refusal's account check (401 before 429) meets a stalled database within the

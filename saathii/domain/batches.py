@@ -4,11 +4,12 @@ A change joins the open batch and waits; one writer (a light thread started by t
 change that finds none running) takes the open batch, writes it, answers each change of
 it, then takes the next, so nothing waits for a timer. The answer is the truth: a change
 whose request deadline passes while its batch is still open is withdrawn (503, never
-written), and once its batch is taken it waits for the outcome, which the writer's own
-deadline bounds. A deadline that cuts the COMMIT itself short is settled from the
-database's record of the transaction (events.transaction, commits). Events are
-published after the commit, outside that deadline: a failure to publish never turns a
-committed change into an error.
+written), and once its batch is taken it waits for the outcome, which the batch's own
+deadline bounds: the least time any of its requests has left (see _in_time). A deadline
+that cuts the COMMIT itself short is settled from the database's record of the
+transaction (events.transaction, commits). Events are published after the commit,
+outside that deadline: a failure to publish never turns a committed change into an
+error.
 
 One user's row held by someone else (another process's batch, the sweeper, an outside
 transaction) does not hold everyone: on PostgreSQL a batch waits BATCH_LOCK_WAIT_MS at
@@ -25,7 +26,7 @@ from contextlib import nullcontext
 import sqlalchemy as sa
 from flask import current_app, has_app_context
 
-from ..deadline import DeadlineExceeded, deadline
+from ..deadline import DeadlineExceeded, deadline, request_deadline
 from ..errors import APIError, unavailable
 from ..events import lock_wait, publish_committed
 from ..threads import light_thread
@@ -37,16 +38,18 @@ DEADLOCK = "40P01"  # PostgreSQL's deadlock_detected
 DEADLOCK_ATTEMPTS = 3
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's lock_not_available: lock_timeout passed
 MAX_ALONE = 8  # blocked changes written alone at once, each waiting on its own row
+MIN_WRITE_SECONDS = 0.25  # a change with less time left than this is not begun
 WITHDRAWN = object()  # an item whose request gave up before its batch was taken
 
 
 class Batch:
     """Items written by one transaction, and their outcome once it is known."""
 
-    __slots__ = ("items", "taken", "done", "results", "error", "alone")
+    __slots__ = ("items", "deadlines", "taken", "done", "results", "error", "alone")
 
     def __init__(self):
         self.items = []
+        self.deadlines = []  # when each item's request must be answered (None: no limit)
         self.taken = False  # the writer has it: its items can no longer be withdrawn
         self.done = threading.Event()
         self.results = None
@@ -88,6 +91,7 @@ class Batcher:
                 batch = self.open = Batch()
             index = len(batch.items)
             batch.items.append(item)
+            batch.deadlines.append(request_deadline())
             start = self.writer is None
             if start:
                 self.writer = token = object()
@@ -176,14 +180,14 @@ class Batcher:
 
     def _write(self, batch):
         """Write a taken batch, answer its items, then publish what it changed."""
-        live = [index for index, item in enumerate(batch.items) if item is not WITHDRAWN]
+        results = [None] * len(batch.items)
+        live, seconds = self._in_time(batch, results)
         events = ()
         try:
-            results = [None] * len(batch.items)
             if live:
                 if self.observe is not None:
                     self.observe(len(live))
-                with deadline(self.timeout, "batch"):
+                with deadline(seconds, "batch"):
                     try:
                         written, events = self._written([batch.items[i] for i in live],
                                                         self.lock_wait_ms)
@@ -204,6 +208,24 @@ class Batcher:
         finally:
             batch.done.set()
         publish_committed(events)
+
+    def _in_time(self, batch, results):
+        """(the items to write, the batch's deadline in seconds): each request is answered
+        within its own deadline, so the batch gets the shortest time any of its requests
+        has left; a request with less than MIN_WRITE_SECONDS left is answered 503 now,
+        unwritten, rather than hold the batch to a time no write can meet."""
+        now, seconds, live = time.monotonic(), self.timeout, []
+        for index, item in enumerate(batch.items):
+            if item is WITHDRAWN:
+                continue
+            until = batch.deadlines[index]
+            if until is not None and until - now < MIN_WRITE_SECONDS:
+                results[index] = unavailable()
+                continue
+            if until is not None:
+                seconds = until - now if seconds is None else min(seconds, until - now)
+            live.append(index)
+        return live, seconds
 
     def _one_by_one(self, batch, live, results):
         """Write the items of a batch that waited too long for a row lock (it rolled
@@ -256,8 +278,12 @@ class Batcher:
         try:
             with app.app_context() if app is not None else nullcontext():
                 events = ()
+                until, seconds = batch.deadlines[index], self.timeout
+                if until is not None:  # within its request's time, as a batch is
+                    left = max(0.001, until - time.monotonic())  # 0 would be no limit
+                    seconds = left if seconds is None else min(seconds, left)
                 try:
-                    with deadline(self.timeout, "blocked change"):
+                    with deadline(seconds, "blocked change"):
                         (results[index],), events = self._written([batch.items[index]])
                 except DeadlineExceeded:
                     results[index] = unavailable()
