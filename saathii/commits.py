@@ -6,8 +6,9 @@ PostgreSQL keeps every transaction's status, so with the transaction's id (read 
 first statement) another connection asks pg_xact_status. A transaction still "in
 progress" is one whose COMMIT the server has not processed (a stalled network holds it,
 or the answer is on its way): its backend is terminated, which ends it one way or the
-other, and the status is read again. Cost: nothing while commits succeed; one short
-connection, bounded by SETTLE_SECONDS, when one is cut.
+other, and the status is read again. Cost: the transaction id is read with a statement
+the batched writers send anyway (the sweeper: one more), which assigns it at once; one
+short connection, bounded by SETTLE_SECONDS, when a COMMIT is cut.
 """
 import logging
 import time
@@ -26,7 +27,10 @@ BEGIN = sa.text("SELECT CASE WHEN CAST(:wait AS text) IS NULL THEN NULL "
                 "ELSE set_config('lock_timeout', CAST(:wait AS text), true) END, "
                 "CAST(pg_current_xact_id() AS text), pg_backend_pid()")
 STATUS = sa.text("SELECT pg_xact_status(CAST(:xid AS xid8))")
-TERMINATE = sa.text("SELECT pg_terminate_backend(:pid)")
+# Only while that backend still runs this transaction (a pid is reused once it ends).
+TERMINATE = sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE pid = :pid AND CAST(backend_xid AS text) = "
+                    "CAST(CAST(:xid AS bigint) % 4294967296 AS text)")
 
 
 def begin(connection, lock_wait_ms=None):
@@ -53,7 +57,7 @@ def settle(engine, xid, pid):
                 if status is None or time.monotonic() > give_up:
                     return None  # too old to know (it cannot be, moments later), or no answer
                 if not terminated:  # its COMMIT has not been processed: end it
-                    connection.execute(TERMINATE, {"pid": pid})
+                    connection.execute(TERMINATE, {"pid": pid, "xid": xid})
                     terminated = True
                 time.sleep(POLL_SECONDS)
     except (DeadlineExceeded, sa.exc.SQLAlchemyError) as err:

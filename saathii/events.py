@@ -181,19 +181,20 @@ def commit_session():
     if db.engine.dialect.name != "postgresql":
         session.commit()
         return
-    xid, pid = commits.begin(session.connection())
+    session.flush()  # a failure writing the rows is not a COMMIT cut short
+    connection = session.connection()
+    xid, pid = commits.begin(connection)
     pending = list(session.info.get(PENDING_KEY, ()))
     try:
         session.commit()
     except (DeadlineExceeded, sa.exc.DBAPIError) as err:
-        try:
-            session.connection().invalidate()
-        except sa.exc.SQLAlchemyError:
-            pass
+        connection.invalidate()  # mid-COMMIT: of no further use
         session.rollback()  # drops the events staged: published below if it committed
         if not _settled(err, xid, pid):
             raise
         publish_committed(pending)
+        if isinstance(err, DeadlineExceeded):
+            raise  # committed and announced; the caller's time is still up
 
 
 def _settled(err, xid, pid):

@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .deadline import DeadlineExceeded, deadline
 from .domain import lease
 from .domain.sweeper import sweep
+from .errors import APIError
 from .extensions import db
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class Sweeper:
                     if not lease.acquire(LEASE_NAME, self.holder, self.lease_seconds):
                         return None
                     return sweep()
-            except (SQLAlchemyError, DeadlineExceeded):
+            except (SQLAlchemyError, DeadlineExceeded, APIError):  # APIError: outcome unknown
                 db.session.rollback()
                 log.exception("sweep failed; the next run will try again")
                 return None

@@ -20,6 +20,7 @@ import time
 log = logging.getLogger(__name__)
 
 SOCKET_ERROR = "Socket error processing request."
+SOCKET_SERVED = "saathii.socket_served"  # set in the environ by the feed's view
 SEND_BUFFER_BYTES = 128 * 1024  # the kernel doubles it; REST answers are far smaller
 NO_LINGER = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets
 
@@ -34,8 +35,8 @@ class BoundedWrite:
     def __call__(self, environ, start_response):
         body = self.app(environ, start_response)
         sock = environ.get("gunicorn.socket")
-        if sock is None or environ.get("HTTP_UPGRADE", "").lower() == "websocket":
-            return body  # the feed bounds its own sends
+        if sock is None or environ.get(SOCKET_SERVED):
+            return body  # a feed socket, served and closed: it bounded its own sends
         return TimedBody(body, sock, self.seconds)
 
 

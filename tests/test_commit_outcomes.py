@@ -83,7 +83,7 @@ def test_an_outcome_that_cannot_be_read_is_answered_as_unknown(
         app, client, listener, events, cut_commit, monkeypatch):
     cut_commit(went_through=True)
     monkeypatch.setattr(commits, "STATUS", sa.text("SELECT 'in progress'"))
-    monkeypatch.setattr(commits, "TERMINATE", sa.text("SELECT :pid"))
+    monkeypatch.setattr(commits, "TERMINATE", sa.text("SELECT :pid, :xid"))
     monkeypatch.setattr(commits, "SETTLE_SECONDS", 0.2)
     response = go_busy(client, listener)
     assert (response.status_code, response.json) == (503, UNKNOWN)
@@ -99,7 +99,8 @@ def test_a_sweep_whose_commit_was_cut_after_it_went_through_publishes_its_events
         clock.advance(3600)
         cut_commit(went_through=True)
         try:
-            assert sweeper.take_lapsed_offline(clock.now(), 120) == 1
+            with pytest.raises(DeadlineExceeded):  # committed, announced; its time is up
+                sweeper.take_lapsed_offline(clock.now(), 120)
         finally:
             clock.reset()
         db.session.remove()

@@ -4,7 +4,7 @@ import binascii
 
 from flask import Blueprint, current_app, g, request
 
-from .. import limits, metrics
+from .. import limits, metrics, slow_readers
 from ..admission import greeting_slot
 from ..auth import bearer_token, verified_token
 from ..deadline import deadline
@@ -90,6 +90,7 @@ def unregister(exc=None):
 def feed(ws):
     """Serve one feed socket until it closes."""
     g.socket_served = ws  # the development server's ending needs it (devserver)
+    request.environ[slow_readers.SOCKET_SERVED] = True  # it bounds its own sends
     with metrics.feed_socket():
         FeedSession(ws, g.feed_registered, g.feed_since, realtime(), current_app.config).run()
 

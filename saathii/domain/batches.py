@@ -187,6 +187,7 @@ class Batcher:
             if live:
                 if self.observe is not None:
                     self.observe(len(live))
+                until = None if seconds is None else time.monotonic() + seconds
                 with deadline(seconds, "batch"):
                     try:
                         written, events = self._written([batch.items[i] for i in live],
@@ -196,7 +197,7 @@ class Batcher:
                     except sa.exc.DBAPIError as err:
                         if not _lock_timed_out(err):
                             raise
-                        events = self._one_by_one(batch, live, results)
+                        events = self._one_by_one(batch, live, results, until)
             batch.results = results
         except BaseException as err:  # noqa: BLE001 - every item of it learns
             if not isinstance(err, (APIError, DeadlineExceeded)):
@@ -227,7 +228,7 @@ class Batcher:
             live.append(index)
         return live, seconds
 
-    def _one_by_one(self, batch, live, results):
+    def _one_by_one(self, batch, live, results, until=None):
         """Write the items of a batch that waited too long for a row lock (it rolled
         back whole) one at a time, each its own transaction with the same limit, so each
         has its own outcome in results; an item blocked again is written alone, by a
@@ -235,6 +236,12 @@ class Batcher:
         events = []
         app = current_app._get_current_object() if has_app_context() else None
         for position, index in enumerate(live):
+            if until is not None and time.monotonic() >= until:
+                # The batch's time is up (its deadline fires once: a COMMIT it cut and
+                # that was settled as committed leaves the rest unbounded otherwise).
+                for rest in live[position:]:
+                    results[rest] = unavailable()
+                break
             try:
                 (results[index],), made = self._written([batch.items[index]],
                                                          self.lock_wait_ms)

@@ -250,7 +250,8 @@ def presence_written_since(since, after_user_id, limit):
     events = []
     for row in rows:
         status = Status(*row)
-        events.append(Event(_event_type(status, False, False), presence_of(status, status.version),
+        # Its state, not a change: a listener online and not busy is "available".
+        events.append(Event(_event_type(status, True, True), presence_of(status, status.version),
                             subject_id=status.user_id, timestamp=status.updated_at))
     return events
 

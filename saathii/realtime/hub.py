@@ -54,8 +54,8 @@ class Connection:
         # key -> (envelope, event_id): a user id for presence (latest wins, in place),
         # a sequence number for anything else.
         self.pending = OrderedDict()
-        # user id -> the highest presence version queued or sent, for the MAX_VERSIONS
-        # users heard from last (a change arrives late by moments, not by a thousand
+        # user id -> (the highest presence version queued or sent, its state), for the
+        # MAX_VERSIONS users heard from last (a change arrives late by moments, not by a thousand
         # other users' changes)
         self.versions = OrderedDict()
         self.others = 0  # how many of pending are not presence
@@ -77,21 +77,26 @@ class Connection:
     def watching(self):
         return self.favorites | self.subscribed
 
-    def deliver(self, envelope, event_id=None, presence_of=None, version=None):
+    def deliver(self, envelope, event_id=None, presence_of=None, version=None, state=None,
+                restated=False):
         """Queue a message for this socket; never blocks, never sends. Presence of a user
         (presence_of) at a status version replaces that user's presence still queued,
-        and is dropped if this socket was given a version as new already."""
+        and is dropped if this socket was given a version as new already; a restated
+        presence (a resync's) is dropped too when its state is the one given last."""
         with self.ready:
             if self.closed or self.closing:
                 return
             if presence_of is not None:
                 if version is not None:
-                    if version <= self.versions.get(presence_of, 0):
+                    known_version, known_state = self.versions.get(presence_of, (0, None))
+                    if version <= known_version:
                         return
-                    self.versions[presence_of] = version
+                    self.versions[presence_of] = (version, state)
                     self.versions.move_to_end(presence_of)
                     if len(self.versions) > MAX_VERSIONS:
                         self.versions.popitem(last=False)
+                    if restated and state is not None and state == known_state:
+                        return  # only heartbeats moved its version: nothing to say
                 key = ("presence", presence_of)
                 if key in self.pending:
                     self.pending[key] = (envelope, event_id)
@@ -344,8 +349,9 @@ class Hub:
             if not connections:
                 del index[key]
 
-    def dispatch(self, event):
-        """Deliver an event to every socket of this process that should get it."""
+    def dispatch(self, event, restated=False):
+        """Deliver an event to every socket of this process that should get it (restated:
+        a presence resent after a relay outage, see resync)."""
         with self.lock:
             if event.is_presence:
                 recipients = set(self.by_user.get(event.subject_id, ()))
@@ -357,9 +363,13 @@ class Hub:
                 self._follow_favorite_change(event)
         envelope = event.envelope()
         presence_of = event.subject_id if event.is_presence else None
-        version = event.data.get("version") if presence_of is not None else None
+        version = state = None
+        if presence_of is not None:
+            data = event.data
+            version = data.get("version")
+            state = (data.get("is_online"), data.get("is_busy"), data.get("wait_time"))
         for connection in recipients:
-            connection.deliver(envelope, event.id, presence_of, version)
+            connection.deliver(envelope, event.id, presence_of, version, state, restated)
         metrics.events_delivered(len(recipients))
 
     def _follow_favorite_change(self, event):

@@ -132,7 +132,10 @@ class PostgresRelay:
                             self._receive(notification.payload)
                             backoff = 0.5  # it carried something: reconnect at once next time
                         self.health.check()
-            except (psycopg.Error, RelayStalled) as err:
+            except Exception as err:  # noqa: BLE001 - a lost connection, a stall, or a bug:
+                # the relay is down (said once), never a listener that died unnoticed
+                if not isinstance(err, (psycopg.Error, RelayStalled)):
+                    log.exception("PostgreSQL relay listener failed")
                 self.health.lost(str(err).strip() or err.__class__.__name__)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)

@@ -45,6 +45,8 @@ class RelayHealth:
         # first, when this process started listening.
         self.good_until = clock.now()
         self.down_since = None  # monotonic, while down after having been up (or never up)
+        self.resyncing = False  # a resync runs
+        self.pending = None  # the earliest time a resync was asked from meanwhile
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.thread = None
@@ -85,14 +87,23 @@ class RelayHealth:
         with self.lock:
             if self.outstanding.pop(token, None) is None:
                 return  # from before a reconnection
-            for older in [sent for sent in self.outstanding if sent < token]:
-                del self.outstanding[older]  # the relay carried a later one: it works
+            # Probes go out one after another, each once sent: an earlier one still
+            # outstanding was lost on the way (a connection reset and silently renewed),
+            # and whatever the relay carried then may be lost with it.
+            lost = [sent for sent in self.outstanding if sent < token]
+            for older in lost:
+                del self.outstanding[older]
             # While down, good_until stays when it was last known good: the resync's start.
             lost_after, self.good_until = self.good_until, clock.now()
-            if self.up.is_set():
-                return
+            was_up = self.up.is_set()
             self.up.set()
             was_down, self.down_since = self.down_since, None
+        if was_up:
+            if lost:
+                log.warning("%s relay lost a probe; sending sockets what changed since",
+                            self.name)
+                self.recover(lost_after)
+            return
         metrics.relay_up(True)
         if was_down is None:
             return
@@ -101,10 +112,29 @@ class RelayHealth:
         self.recover(lost_after)
 
     def recover(self, since):
-        """Have the process send its sockets what changed since a time (in a thread)."""
-        if self.recovered is not None:
-            threading.Thread(target=self.recovered, args=(since,), daemon=True,
-                             name=f"saathii-{self.name.lower()}-resync").start()
+        """Have the process send its sockets what changed since a time, in a thread: one
+        at a time (asked again meanwhile, it runs once more, from the earliest time)."""
+        if self.recovered is None:
+            return
+        with self.lock:
+            if self.resyncing:
+                self.pending = since if self.pending is None else min(self.pending, since)
+                return
+            self.resyncing = True
+        threading.Thread(target=self._resync, args=(since,), daemon=True,
+                         name=f"saathii-{self.name.lower()}-resync").start()
+
+    def _resync(self, since):
+        while True:
+            try:
+                self.recovered(since)
+            except Exception:  # noqa: BLE001 - a resync that fails must not end this loop
+                log.exception("resync failed")
+            with self.lock:
+                since, self.pending = self.pending, None
+                if since is None:
+                    self.resyncing = False
+                    return
 
     def check(self):
         """Raise RelayStalled when a probe has not come back within stall_after seconds

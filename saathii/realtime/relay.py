@@ -52,8 +52,11 @@ class RedisRelay:
         # Off the request path: a blip of a second costs no events.
         self.publisher = redis.Redis.from_url(
             url, **client_options(max(timeout, PUBLISH_TIMEOUT_SECONDS)))
+        # No retry: redis-py would reconnect and resubscribe silently, and what was
+        # published meanwhile would be lost unseen; a failure reaches _listen instead.
         self.subscriber = redis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_keepalive=True, health_check_interval=10)
+            url, socket_connect_timeout=2, socket_keepalive=True, health_check_interval=10,
+            retry=Retry(NoBackoff(), 0))
         self.paused_until = 0.0
         self.dropped_since = None  # the oldest event dropped unsent (wall clock)
         self.health = RelayHealth("Redis", self._send_probe, probe_seconds, stall_seconds,
@@ -160,7 +163,10 @@ class RedisRelay:
                         backoff = 0.5  # it carried something: reconnect at once next time
                         self.paused_until = 0.0
                     self.health.check()
-            except (redis.RedisError, RelayStalled) as err:
+            except Exception as err:  # noqa: BLE001 - a relay error, a stall, or a bug:
+                # the relay is down (said once), never a listener that died unnoticed
+                if not isinstance(err, (redis.RedisError, RelayStalled)):
+                    log.exception("Redis relay listener failed")
                 self.health.lost(err)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
@@ -186,4 +192,7 @@ class RedisRelay:
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring a malformed relay message")
             return
-        self.hub.dispatch(event)
+        try:
+            self.hub.dispatch(event)
+        except Exception:  # noqa: BLE001 - one bad event must not end the relay
+            log.exception("could not dispatch a relayed event")

@@ -4,9 +4,11 @@ While the relay carries nothing, this process's sockets get its own events but n
 other processes'. Once its probes come back (or another process says it dropped events
 unsent), every change made since MARGIN_SECONDS before the relay was last known good is
 dispatched again: each stored favorite event as it was, each status written as its
-current presence. The hub routes them as it would have: a socket's writer drops what it
-sent already (event ids, status versions) and reads the store for any older event it
-missed, and favoriting users' sockets follow their favorites again. Cost: the outage's
+current presence (its type from its state: offline, busy, or available). The hub routes
+them as it would have: a socket's writer drops what it sent already (event ids, status
+versions, and a restated presence whose state is the one it sent last: heartbeats move
+versions too) and reads the store for any older event it missed, and favoriting users'
+sockets follow their favorites again. Cost: the outage's
 changes read in pages of PAGE rows, once per outage; nothing while the relay is up.
 """
 import logging
@@ -41,7 +43,7 @@ def resync(app, hub, since):
                         lambda event: event.id)
                     presences = _dispatch_pages(
                         hub, timeout, lambda after: presence_written_since(since, after, PAGE),
-                        lambda event: event.subject_id)
+                        lambda event: event.subject_id, restated=True)
                 finally:
                     db.session.remove()
         except Exception:  # noqa: BLE001 - the database is down too: try again shortly
@@ -54,14 +56,15 @@ def resync(app, hub, since):
         return
 
 
-def _dispatch_pages(hub, timeout, page, position):
+def _dispatch_pages(hub, timeout, page, position, restated=False):
     """Dispatch every event of a paged read; how many."""
     after, count = 0, 0
     while True:
         with deadline(timeout, "relay resync"):
             events = page(after)
         for event in events:
-            hub.dispatch(event)
+            hub.dispatch(event, restated)
+        time.sleep(0)  # a page at a time: the worker's other greenlets run between
         count += len(events)
         if len(events) < PAGE:
             return count
