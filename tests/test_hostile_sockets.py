@@ -172,6 +172,19 @@ def test_a_ping_frame_flood_is_closed_with_1008_and_mostly_unanswered(
     bystander.expect_nothing_queued()
 
 
+def test_a_flood_of_fragments_is_closed_with_1008(app, connect, live_server, customer,
+                                                  listener):
+    """A message that never ends (empty continuation frames, forever) spends the budget
+    fragment by fragment."""
+    bystander = connect(listener)
+    sock, ws = opened(live_server, customer.token)
+    sock.sendall(masked_frame(0x1, b"", fin=False) + masked_frame(0x0, b"", fin=False) * 200)
+    closes = [event for event in until_closed(sock, ws) if isinstance(event, CloseConnection)]
+    assert [(close.code, close.reason) for close in closes][:1] == [(1008, "Too many messages")]
+    wait_for(lambda: realtime_of(app).hub.count() == 1)
+    bystander.expect_nothing_queued()
+
+
 def test_pings_within_the_rate_are_answered(live_server, customer):
     sock, ws = opened(live_server, customer.token)
     sock.sendall(masked_frame(0x9, b"one") + masked_frame(0x9, b"two"))

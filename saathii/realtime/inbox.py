@@ -5,9 +5,9 @@ socket's handler drains one message at a time, and answers every ping frame itse
 client that sends faster than the handler answers (each ping may be a commit) would
 grow that list without end, and one that floods ping frames costs a pong each. The inbox
 takes the list's place and sees the frames first: it lets `rate` messages a second
-through (data messages and ping frames alike), in bursts of up to `burst`, and holds at
-most `burst` unanswered; past either the socket is closed (1008) and the rest is
-dropped, unanswered. Cost: a lock and a little arithmetic per message or ping.
+through (data messages, their fragments and ping frames alike), in bursts of up to
+`burst`, and holds at most `burst` unanswered; past either the socket is closed (1008)
+and the rest is dropped, unanswered. Cost: a lock and a little arithmetic per frame.
 
 simple-websocket has no public hook for either, so this module swaps two of its
 attributes (`input_buffer`, and `ws`, its wsproto connection); tests/test_inbox.py fails
@@ -16,7 +16,7 @@ if an upgrade renames them.
 import threading
 import time
 
-from wsproto.events import Ping
+from wsproto.events import Message, Ping
 
 
 class Inbox(list):
@@ -67,8 +67,9 @@ class Inbox(list):
 
 
 class CountedFrames:
-    """A socket's wsproto connection as simple-websocket's reader sees it: each ping frame
-    is spent from the inbox's budget first, and past it dropped (never answered)."""
+    """A socket's wsproto connection as simple-websocket's reader sees it: each ping frame,
+    and each fragment of a message but its last (the whole message is counted once it is
+    in), is spent from the inbox's budget first, and past it dropped (never answered)."""
 
     def __init__(self, connection, inbox):
         self.connection = connection
@@ -76,7 +77,9 @@ class CountedFrames:
 
     def events(self):
         for event in self.connection.events():
-            if isinstance(event, Ping) and (self.inbox.flooded or not self.inbox.spend()):
+            counted = isinstance(event, Ping) or (
+                isinstance(event, Message) and not event.message_finished)
+            if counted and (self.inbox.flooded or not self.inbox.spend()):
                 continue
             yield event
 

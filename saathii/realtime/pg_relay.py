@@ -61,6 +61,7 @@ class PostgresRelay:
         # The probes' own connection, outside the pool: a pool busy serving requests
         # must not make the relay look stalled.
         self.probe_connection = None
+        self.probing = threading.Lock()  # the probe connection: used by one at a time
         self.stopping = threading.Event()
         self.thread = None
         self.lock = threading.Lock()
@@ -98,7 +99,14 @@ class PostgresRelay:
         """Stop listening (within POLL_SECONDS) and probing."""
         self.stopping.set()
         self.health.stop()
-        connection, self.probe_connection = self.probe_connection, None
+        # A probe being sent finishes first (and none opens a connection after); one held
+        # by a stalled database is left to the process's exit.
+        if not self.probing.acquire(timeout=1):
+            return
+        try:
+            connection, self.probe_connection = self.probe_connection, None
+        finally:
+            self.probing.release()
         if connection is not None:
             connection.close()
 
@@ -110,15 +118,19 @@ class PostgresRelay:
 
     def _send_probe(self, token):
         payload = orjson.dumps({"origin": self.origin, "probe": token}).decode()
-        try:
-            if self.probe_connection is None:
-                self.probe_connection = self._connect(PROBE_APPLICATION_NAME)
-            self.probe_connection.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
-        except psycopg.Error:
-            connection, self.probe_connection = self.probe_connection, None
-            if connection is not None:
-                connection.close()
-            raise
+        with self.probing:
+            if self.stopping.is_set():
+                return
+            try:
+                if self.probe_connection is None:
+                    self.probe_connection = self._connect(PROBE_APPLICATION_NAME)
+                self.probe_connection.execute("SELECT pg_notify(%s, %s)",
+                                              (self.channel, payload))
+            except psycopg.Error:
+                connection, self.probe_connection = self.probe_connection, None
+                if connection is not None:
+                    connection.close()
+                raise
 
     def _listen(self):
         backoff = 0.5
