@@ -147,6 +147,24 @@ def status_kib(pid, field):
     raise RuntimeError(f"no {field} for process {pid}")
 
 
+def rss_by_mapping(pid):
+    """The worker's resident memory (KiB) by kind of mapping: glibc's main heap
+    ([heap]), anonymous mappings (pymalloc's arenas, glibc's large blocks and other
+    arenas), files (code and libraries), and the rest."""
+    kinds = collections.Counter()
+    kind = "other"
+    with open(f"/proc/{pid}/smaps") as file:
+        for line in file:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5 and ":" not in fields[0]:
+                name = fields[5] if len(fields) > 5 else ""
+                kind = ("heap" if name == "[heap]" else "anonymous" if not name
+                        else "files" if name.startswith("/") else "other")
+            elif fields[0] == "Rss:":
+                kinds[kind] += int(fields[1])
+    return dict(kinds)
+
+
 def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -331,6 +349,9 @@ def main():
                         help="seconds for one socket to connect and be greeted")
     parser.add_argument("--idle", type=float, default=5, help="idle seconds before measuring")
     parser.add_argument("--ping-sample", type=int, default=100)
+    parser.add_argument("--after-close", type=float, default=0,
+                        help="seconds to wait after closing every socket, then measure "
+                             "the worker's memory again (0: not measured)")
     args = parser.parse_args()
     if args.sockets < 1:
         parser.error("--sockets must be positive")
@@ -412,6 +433,21 @@ def main():
                 "ping sample answered pong": f"{sum(answers)}/{len(sample)} "
                                              f"in {ping_seconds:.1f} s",
             }
+            if args.after_close:
+                by_kind_open = rss_by_mapping(worker)
+                close_all(opened)
+                opened = []
+                log(f"closed every socket; waiting {args.after_close:g}s")
+                gevent.sleep(args.after_close)
+                rss_closed = status_kib(worker, "VmRSS")
+                by_kind = rss_by_mapping(worker)
+                results["worker RSS a while after closing"] = (
+                    f"{rss_closed / 1024:.1f} MiB after {args.after_close:g} s "
+                    f"({(rss_closed - rss_before) / max(rss_before, 1):+.0%} of warm)")
+                results["RSS by mapping, held / closed (MiB)"] = ", ".join(
+                    f"{kind} {by_kind_open.get(kind, 0) / 1024:.0f} / "
+                    f"{by_kind.get(kind, 0) / 1024:.0f}"
+                    for kind in ("heap", "anonymous", "files", "other"))
         finally:
             close_all(opened)
             code = stop_process(process)
