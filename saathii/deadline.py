@@ -6,6 +6,8 @@ query's answer) and raises DeadlineExceeded, which the error handlers answer. El
 (the development server's threads, the CLI) nothing can interrupt a blocking call, and
 `deadline` does nothing: only socket timeouts bound those waits.
 """
+import socket
+import struct
 import time
 from contextlib import contextmanager
 
@@ -35,6 +37,18 @@ def deadline(seconds, what):
         yield
     finally:
         timer.close()
+
+
+NO_LINGER = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets
+
+
+def reset_on_close(sock):
+    """Make the socket's close a reset: what the client never read is dropped at once
+    rather than held by the kernel while it probes a window that stays shut."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, NO_LINGER)
+    except OSError:
+        pass  # closed already
 
 
 @contextmanager

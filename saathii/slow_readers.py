@@ -15,8 +15,9 @@ larger one, which gunicorn then writes in parts (a file too: not by sendfile).
 """
 import logging
 import socket
-import struct
 import time
+
+from .deadline import reset_on_close
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,6 @@ SEND_BUFFER_BYTES = 128 * 1024  # the kernel doubles it; REST answers are far sm
 # start (Linux's default tcp_wmem), so it is handed over as it is: the bound costs it
 # nothing (measured: 5 % of the heartbeat's rate when every answer went through it).
 SMALL_ANSWER_BYTES = 16 * 1024
-NO_LINGER = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets
 
 
 class BoundedWrite:
@@ -77,10 +77,10 @@ class TimedBody:
     def close(self):
         try:
             self.sock.settimeout(self.previous)
-            if not self.written:  # cut off: reset, dropping what the kernel still holds
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, NO_LINGER)
         except OSError:
             pass  # closed already
+        if not self.written:  # cut off: reset, dropping what the kernel still holds
+            reset_on_close(self.sock)
         if hasattr(self.body, "close"):
             self.body.close()
 

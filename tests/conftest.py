@@ -102,6 +102,17 @@ def app(config):
 
 
 @pytest.fixture
+def app_with(config):
+    """Make apps of the test config with some settings changed."""
+
+    def make(**settings):
+        return create_app(type("Changed", (config,), settings))
+
+    yield make
+    create_app(config)  # the metrics hooks follow the last app made: back to the default
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

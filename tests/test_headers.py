@@ -6,20 +6,9 @@ import json
 
 import pytest
 
-from saathii import create_app
-
 from .conftest import rest
 
 EVIL = "evil.example"
-
-
-@pytest.fixture
-def app_with(config):
-    """An app of the test config with some settings changed."""
-    def make(**settings):
-        return create_app(type("Changed", (config,), settings))
-    yield make
-    create_app(config)  # the metrics hooks follow the last app made: back to the default
 
 
 def favorite_two(client, customer, make_user):

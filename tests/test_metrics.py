@@ -10,7 +10,6 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from saathii import create_app
 from saathii.clock import clock
 from saathii.domain.sweeper import sweep
 from saathii.extensions import db
@@ -53,17 +52,6 @@ def test_requests_are_counted_by_route_template(client, customer, listener):
     assert ("saathii_http_requests_total",
             (("method", "GET"), ("route", "unmatched"), ("status", "404"))) in samples
     assert path not in text and "/no/such" not in text  # never a raw path
-
-
-@pytest.fixture
-def app_with(config):
-    """An app of the test config with some settings changed."""
-
-    def make(**settings):
-        return create_app(type("Changed", (config,), settings))
-
-    yield make
-    create_app(config)  # the hooks follow the last app made: back to the default
 
 
 def test_a_metrics_token_is_required_when_set(app_with):

@@ -223,8 +223,7 @@ class Batcher:
             if until is not None and until - now < MIN_WRITE_SECONDS:
                 results[index] = unavailable()
                 continue
-            if until is not None:
-                seconds = until - now if seconds is None else min(seconds, until - now)
+            seconds = _least(seconds, until, now)
             live.append(index)
         return live, seconds
 
@@ -285,10 +284,9 @@ class Batcher:
         try:
             with app.app_context() if app is not None else nullcontext():
                 events = ()
-                until, seconds = batch.deadlines[index], self.timeout
+                seconds, until = self.timeout, batch.deadlines[index]
                 if until is not None:  # within its request's time, as a batch is
-                    left = max(0.001, until - time.monotonic())  # 0 would be no limit
-                    seconds = left if seconds is None else min(seconds, left)
+                    seconds = max(0.001, _least(seconds, until, time.monotonic()))  # 0: none
                 try:
                     with deadline(seconds, "blocked change"):
                         (results[index],), events = self._written([batch.items[index]])
@@ -321,6 +319,13 @@ class Batcher:
                     attempt += 1
         finally:
             lock_wait.reset(token)
+
+
+def _least(seconds, until, now):
+    """The lesser of a timeout and the time from now until a deadline (None: no limit)."""
+    if until is None:
+        return seconds
+    return until - now if seconds is None else min(seconds, until - now)
 
 
 def _outcome_of(written):

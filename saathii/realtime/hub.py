@@ -55,8 +55,8 @@ class Connection:
         # a sequence number for anything else.
         self.pending = OrderedDict()
         # user id -> (the highest presence version queued or sent, its state), for the
-        # MAX_VERSIONS users heard from last (a change arrives late by moments, not by a thousand
-        # other users' changes)
+        # MAX_VERSIONS users heard from last (a change arrives late by moments, not by a
+        # thousand other users' changes)
         self.versions = OrderedDict()
         self.others = 0  # how many of pending are not presence
         self.sequence = itertools.count()

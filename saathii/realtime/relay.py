@@ -119,6 +119,8 @@ class RedisRelay:
     def _announce_resync(self):
         """After events were dropped unsent: the other processes send their sockets what
         changed since the first of them (this process's sockets had them)."""
+        if self.dropped_since is None:  # nearly always: no lock taken on every publish
+            return
         with self.has_unsent:
             since, self.dropped_since = self.dropped_since, None
         if since is not None:

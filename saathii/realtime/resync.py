@@ -8,8 +8,8 @@ current presence (its type from its state: offline, busy, or available). The hub
 them as it would have: a socket's writer drops what it sent already (event ids, status
 versions, and a restated presence whose state is the one it sent last: heartbeats move
 versions too) and reads the store for any older event it missed, and favoriting users'
-sockets follow their favorites again. Cost: the outage's
-changes read in pages of PAGE rows, once per outage; nothing while the relay is up.
+sockets follow their favorites again. Cost: the outage's changes read in pages of PAGE
+rows, once per outage; nothing while the relay is up.
 """
 import logging
 import time
@@ -52,7 +52,7 @@ def resync(app, hub, since):
             time.sleep(2 ** attempt)
             continue
         log.info("relay back: %d favorite events and %d presences since %s sent to "
-                    "this process's sockets again", favorites, presences, since.isoformat())
+                 "this process's sockets again", favorites, presences, since.isoformat())
         return
 
 

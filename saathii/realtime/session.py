@@ -2,7 +2,6 @@
 import logging
 import select
 import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from simple_websocket import ConnectionClosed
 
 from .. import limits, metrics
 from ..auth import active_caller
-from ..deadline import DeadlineExceeded, deadline
+from ..deadline import DeadlineExceeded, deadline, reset_on_close
 from ..domain import prebuilt, presence, read
 from ..events import stored_events
 from ..extensions import db
@@ -25,7 +24,6 @@ from .hub import Connection, message
 
 log = logging.getLogger(__name__)
 
-NO_LINGER = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets
 # How long a closing socket waits for the client's half of the close handshake.
 CLOSE_HANDSHAKE_SECONDS = 1.0
 
@@ -82,10 +80,7 @@ class BoundedSocket:
         rather than held by the kernel (megabytes) while it probes a window that stays
         shut."""
         metrics.socket_closed_slow("send_timeout")
-        try:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, NO_LINGER)
-        except OSError:
-            pass
+        reset_on_close(self._sock)
         self.end()
         return TimeoutError("the client did not read what was sent in time")
 
