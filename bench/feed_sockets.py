@@ -24,6 +24,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
 import resource  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -169,12 +170,68 @@ def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def start_gunicorn(database_url, redis_url, port, log_file):
+# --trace-memory: the Procfile's gunicorn settings, and a worker that traces its Python
+# allocations (tracemalloc, from its start) and, on SIGUSR2, writes one line of JSON to
+# the trace file: the memory traced now, and the lines that grew most since the first.
+TRACE_CONFIG = """
+import gc, json, os, signal, tracemalloc
+exec(compile(open("gunicorn.conf.py").read(), "gunicorn.conf.py", "exec"))
+timeout = 300  # a snapshot of a large heap holds the worker for many seconds
+_procfile_post_worker_init = post_worker_init
+_first = []
+
+
+def post_worker_init(worker):
+    import gevent
+    _procfile_post_worker_init(worker)
+
+    def dump():
+        gc.collect()
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__)])
+        if not _first:
+            _first.append(snapshot)
+        grown = snapshot.compare_to(_first[0], "lineno")[:12]
+        with open(os.environ["SAATHII_BENCH_TRACE"], "a") as file:
+            file.write(json.dumps({"traced_mib": tracemalloc.get_traced_memory()[0] / 2**20,
+                                   "grown": [[str(stat.traceback[0]), stat.size_diff / 2**20,
+                                              stat.count_diff] for stat in grown]}) + "\\n")
+
+    gevent.signal_handler(signal.SIGUSR2, dump)
+"""
+
+
+def trace_dump(worker, path, label):
+    """Have the tracing worker write its allocations; return what it wrote (or None)."""
+    before = os.path.getsize(path) if os.path.exists(path) else 0
+    os.kill(worker, signal.SIGUSR2)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if os.path.exists(path) and os.path.getsize(path) > before:
+            with open(path) as file:
+                file.seek(before)
+                line = file.readline()
+            if line.endswith("\n"):
+                found = json.loads(line)
+                log(f"traced Python memory {label}: {found['traced_mib']:.1f} MiB")
+                return found
+        gevent.sleep(0.2)
+    log(f"WARNING: the worker wrote no allocation trace {label}")
+    return None
+
+
+def start_gunicorn(database_url, redis_url, port, log_file, trace=None):
     extra = {"PORT": port, "WEB_CONCURRENCY": 1}
     if redis_url:
         extra.update(REDIS_URL=redis_url, REDIS_CHANNEL=f"saathii:bench:{uuid.uuid4().hex}")
+    config = "gunicorn.conf.py"
+    if trace is not None:
+        config = trace + ".conf.py"
+        with open(config, "w") as file:
+            file.write(TRACE_CONFIG)
+        extra.update(PYTHONTRACEMALLOC=1, SAATHII_BENCH_TRACE=trace)
     return subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
+        [sys.executable, "-m", "gunicorn", "-c", config, "wsgi:app"], cwd=ROOT,
         env=app_env(database_url, **extra), stdout=log_file, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL)
 
@@ -352,6 +409,9 @@ def main():
     parser.add_argument("--after-close", type=float, default=0,
                         help="seconds to wait after closing every socket, then measure "
                              "the worker's memory again (0: not measured)")
+    parser.add_argument("--trace-memory", action="store_true",
+                        help="trace the worker's Python allocations (tracemalloc: slower, "
+                             "more memory) and report the lines holding memory")
     args = parser.parse_args()
     if args.sockets < 1:
         parser.error("--sockets must be positive")
@@ -378,7 +438,9 @@ def main():
     port = free_port()
     results, opened, errors = {}, [], collections.Counter()
     with open(log_path, "w") as log_file:
-        process = start_gunicorn(database_url, args.redis_url, port, log_file)
+        trace = os.path.join(RESULTS, f"trace-{stamp}") if args.trace_memory else None
+        traces = {}
+        process = start_gunicorn(database_url, args.redis_url, port, log_file, trace)
         try:
             worker = wait_for_worker(process, port)
             log(f"gunicorn master {process.pid}, worker {worker}, port {port}; "
@@ -390,6 +452,8 @@ def main():
             gevent.sleep(2)
             rss_before = status_kib(worker, "VmRSS")
             fds_before = fd_count(worker)
+            if trace:
+                traces["warm"] = trace_dump(worker, trace, "warm")
             log(f"worker RSS {rss_cold} KiB cold, {rss_before} KiB after warm-up; "
                 f"opening {args.sockets} sockets, {args.concurrency} at a time")
 
@@ -433,6 +497,8 @@ def main():
                 "ping sample answered pong": f"{sum(answers)}/{len(sample)} "
                                              f"in {ping_seconds:.1f} s",
             }
+            if trace:
+                traces["held"] = trace_dump(worker, trace, "with the sockets")
             if args.after_close:
                 by_kind_open = rss_by_mapping(worker)
                 close_all(opened)
@@ -448,6 +514,16 @@ def main():
                     f"{kind} {by_kind_open.get(kind, 0) / 1024:.0f} / "
                     f"{by_kind.get(kind, 0) / 1024:.0f}"
                     for kind in ("heap", "anonymous", "files", "other"))
+                if trace:
+                    traces["closed"] = trace_dump(worker, trace, "after closing")
+            for label, found in traces.items():
+                if found:
+                    results[f"Python memory traced, {label}"] = f"{found['traced_mib']:.1f} MiB"
+            if traces.get("closed") or traces.get("held"):
+                final = traces.get("closed") or traces["held"]
+                log("lines whose allocations grew most since warm-up (MiB, objects):")
+                for where, mib, count in final["grown"]:
+                    log(f"  {mib:+8.2f} {count:+8d}  {where}")
         finally:
             close_all(opened)
             code = stop_process(process)
