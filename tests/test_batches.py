@@ -140,6 +140,50 @@ def test_beats_bring_offline_users_online_in_one_batch(app, client, make_user, e
     assert len(events) == 2
 
 
+def test_an_online_users_beat_is_one_statement_of_its_own(app, client, make_user, events,
+                                                          monkeypatch):
+    """PostgreSQL: the beat of an online user whose row no one holds is written by one
+    autocommit statement, with no transaction (BEGIN, id, COMMIT), as a beat would."""
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        pytest.skip("SQLite: every beat is written in the batch's transaction")
+    online = make_user("lone_beat")
+    go_online(client, online)
+    events.clear()
+    version = status_row(app, online.id)[-1]
+
+    def no_transaction(made):
+        raise AssertionError("a transaction for the beat of an online user")
+
+    monkeypatch.setattr(beats, "transaction", no_transaction)
+    clock.advance(5)
+    with app.app_context():
+        assert written(beats.write_beats, [online.id, online.id]) == [True, True]
+    status = client.get("/both/status/me", headers=online.headers).json
+    assert status["last_seen"] == isoformat(clock.now()) and status["is_online"] is True
+    assert status_row(app, online.id)[-1] == version + 1 and events == []
+
+
+def test_an_online_users_beat_on_a_held_row_is_left_to_the_transaction(
+        app, client, make_user, events):
+    """PostgreSQL: a row another transaction holds is skipped by the autocommit statement
+    (no wait there) and written by the transaction, once the row is free."""
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        pytest.skip("SQLite has one writer at a time: no row locks")
+    held, free = make_user("held_beat"), make_user("free_beat")
+    go_online(client, held, free)
+    clock.advance(5)
+    with app.app_context(), db.engine.connect() as outside:
+        outside.execute(sa.text("SELECT 1 FROM user_status WHERE user_id = :user FOR UPDATE"),
+                        {"user": held.id})
+        assert beats._write_free_beats([held.id, free.id], clock.now()) == {free.id}
+        outside.rollback()
+        clock.advance(5)
+        assert written(beats.write_beats, [held.id, free.id]) == [True, True]
+    for account in (held, free):
+        status = client.get("/both/status/me", headers=account.headers).json
+        assert status["last_seen"] == isoformat(clock.now()), status
+
+
 def test_favorite_changes_of_many_users_in_one_batch(app, make_user, events):
     listeners = [make_user(f"fav_listener_{n}") for n in range(2)]
     customers = [make_user(f"fav_customer_{n}", "customer") for n in range(2)]

@@ -25,12 +25,21 @@ def read(statement, params):
         return session.connection().execute(statement, params).all()
     dialect = db.engine.dialect
     if dialect.name == "postgresql":
-        return _read_pooled(*_sql(statement, dialect), params)
+        return _run_pooled(*_sql(statement, dialect), params)
     autocommit = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     return autocommit.execute(statement, params).all()
 
 
-def _read_pooled(sql, defaults, params):
+def write_alone(statement, params):
+    """PostgreSQL: run one writing statement on its own (autocommit: it commits when it
+    returns); all its rows. No BEGIN, transaction id or COMMIT round trips; a statement
+    cut short by a deadline or a lost connection has an unknown outcome: the caller's
+    DeadlineExceeded, or a DBAPIError whose connection_invalidated is set. Values are
+    bound as psycopg takes them (timestamps naive UTC)."""
+    return _run_pooled(*_sql(statement, db.engine.dialect), params)
+
+
+def _run_pooled(sql, defaults, params):
     """Run compiled SQL on a pooled connection with psycopg itself, in autocommit.
 
     Rows come as psycopg makes them (timestamps naive UTC, as stored): SQLAlchemy's

@@ -6,14 +6,23 @@ already online, one more for those it brings online (one event each). A beat is
 answered only once its batch has committed, so none is ever lost (a worker dying loses
 no acknowledged beat), every reader sees it at once, and the sweeper's version check
 works as for a single beat. Without concurrent beats a batch holds one beat.
+
+On PostgreSQL the beats of online users whose rows no one holds are written first by one
+statement on its own (autocommit): a second path, because a lone beat in a transaction
+costs four round trips (BEGIN, its id, UPDATE, COMMIT) where this costs one, and most
+beats are lone beats of online users (BENCHMARKS.md). The rest (offline users, rows
+held by another writer) go through the transaction as before.
 """
 import sqlalchemy as sa
 
 from .. import metrics
 from ..clock import clock
+from ..deadline import DeadlineExceeded
+from ..errors import outcome_unknown
 from ..events import transaction
-from ..models import User, UserStatus
-from . import in_ids, prebuilt, presence
+from ..extensions import db
+from ..models import User, UserStatus, naive_utc
+from . import in_ids, prebuilt, presence, write_alone
 from .batches import Batcher, app_batcher
 
 KEY = "saathii_beats"
@@ -27,6 +36,24 @@ def _beats_statement():
         sa.update(UserStatus)
         .where(in_ids(UserStatus.user_id, "ids"), UserStatus.is_online == sa.true(), active)
         # The version moves too, so a sweep that read the old last_seen cannot apply.
+        .values(last_seen=now, updated_at=now, version=UserStatus.version + 1)
+        .returning(UserStatus.user_id)
+    )
+
+
+@prebuilt
+def _free_beats_statement():
+    """PostgreSQL: the beats of :ids among active online users whose rows no other
+    transaction holds (SKIP LOCKED: a held row is left to the transaction path, which
+    waits for it within BATCH_LOCK_WAIT_MS); the ids written."""
+    active = sa.exists().where(User.id == UserStatus.user_id, User.is_active == sa.true())
+    free = (sa.select(UserStatus.user_id)
+            .where(in_ids(UserStatus.user_id, "ids"), UserStatus.is_online == sa.true(), active)
+            .with_for_update(skip_locked=True).cte("free"))
+    now = sa.bindparam("now", type_=UserStatus.last_seen.type)
+    return (
+        sa.update(UserStatus)
+        .where(UserStatus.user_id == free.c.user_id)
         .values(last_seen=now, updated_at=now, version=UserStatus.version + 1)
         .returning(UserStatus.user_id)
     )
@@ -56,14 +83,43 @@ def _arrivals_statement():
 
 
 def write_beats(user_ids, events):
-    """Mark these users seen now, in one transaction and one commit: the active and
-    online ones in one statement (no state changes: no event), then the active and
-    offline ones brought online in another, one event each (appended to events).
-    Whether each beat applied: not for a user with no status row or no active account."""
+    """Mark these users seen now: the active and online ones whose rows are free by one
+    autocommit statement (PostgreSQL), then the rest in one transaction: the online ones
+    in one statement (no state changes: no event), the offline ones brought online in
+    another, one event each (appended to events). Whether each beat applied: not for a
+    user with no status row or no active account. If the transaction fails, the whole
+    batch is answered with its error (the beats written before it are harmless to send
+    again)."""
     now = clock.now()
+    written = _write_free_beats(user_ids, now)
+    rest = [user_id for user_id in user_ids if user_id not in written]
+    if rest:
+        _write_in_transaction(rest, now, events, written)
+    return [user_id in written for user_id in user_ids]
+
+
+def _write_free_beats(user_ids, now):
+    """The ids among user_ids whose beats the autocommit statement wrote (PostgreSQL;
+    elsewhere none). A statement cut short may have committed: outcome_unknown."""
+    if db.engine.dialect.name != "postgresql":
+        return set()
+    try:
+        return {row[0] for row in write_alone(
+            _free_beats_statement(), {"ids": list(user_ids), "now": naive_utc(now)})}
+    except DeadlineExceeded as err:
+        raise outcome_unknown() from err
+    except sa.exc.DBAPIError as err:
+        if err.connection_invalidated:
+            raise outcome_unknown() from err
+        raise
+
+
+def _write_in_transaction(user_ids, now, events, applied):
+    """Beats of user_ids in one transaction: online users' then arrivals (one event
+    each); adds the ids written to applied."""
     with transaction(events) as connection:
-        applied = {row[0] for row in connection.execute(
-            _beats_statement(), {"ids": list(user_ids), "now": now})}
+        applied.update(row[0] for row in connection.execute(
+            _beats_statement(), {"ids": list(user_ids), "now": now}))
         offline = set(user_ids).difference(applied)
         if offline:
             for user_id, username, role, created_at, version in connection.execute(
@@ -71,7 +127,6 @@ def write_beats(user_ids, events):
                 events.append(presence.arrival(user_id, username, role, created_at, now,
                                                version))
                 applied.add(user_id)
-    return [user_id in applied for user_id in user_ids]
 
 
 def batcher():
