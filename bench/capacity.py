@@ -1,6 +1,7 @@
 """Capacity: how many connected users the Procfile's web process carries on this machine.
 
-    python bench/capacity.py [--users 10000] [--steady 60] [--redis-url URL] [--smoke]
+    python bench/capacity.py [--users 10000] [--steady 60] [--processes 1]
+                             [--redis-url URL] [--smoke]
 
 Every user holds a feed socket and sends a REST heartbeat every 30 s (as the seed
 documents ask); a tenth are listeners, each favorited by about 90 customers, toggling busy
@@ -9,8 +10,12 @@ second) and read their list and their favorites' presence (20 a second each). Ph
 connect (every socket opens and is greeted), ramp (everyone's first heartbeat within 30 s,
 as after an evening's start), steady (--steady seconds, measured). Prints per request kind
 p50 / p99 / errors per phase, presence-event delivery latency (change's timestamp to the
-customer's socket), server and PostgreSQL CPU (cores) and server memory per socket. The
-users come from several client processes (bench/wsclient.py under gevent; one process
+customer's socket), server and PostgreSQL CPU (cores) and server memory per socket, and
+whether events arrived exactly once: no presence event twice on a socket, and once the
+load stops, every customer's last word on each favorite listener is the listener's
+state in the database. --processes 2 starts two independent web processes (as two dynos,
+one worker each by default) and splits the users between them, so events must cross
+through the relay. The users come from several client processes (bench/wsclient.py under gevent; one process
 holds at most ~19,000 files). Seeds its own database; only 127.0.0.1 is contacted; every
 loop is bounded; exits non-zero on a lost socket, an error answer or a server traceback.
 """
@@ -37,6 +42,7 @@ BEAT_SECONDS, TOGGLE_MEAN_SECONDS = 30, 300
 CHURN_PER_SECOND, PAGES_PER_SECOND, PRESENCE_PER_SECOND = 20, 20, 20
 FAVORITES_EACH = 10  # a customer's favorites: 9 customers a listener, x 10 = about 90
 USERS_PER_CLIENT = 6000
+SETTLE_SECONDS = 3  # after the load stops, for the last events to arrive
 KINDS = ("heartbeat", "status", "favorite_add", "favorite_remove", "page", "presence")
 
 
@@ -64,6 +70,9 @@ def client_main(args):
     samples = {}  # (phase, kind) -> [seconds]
     failures = {}  # (phase, kind) -> count
     deliveries = []  # (phase, seconds) of presence events
+    views = {}  # (customer, listener) -> [version, is_online, is_busy, events received]
+    duplicates = []  # (customer, listener, version) received again
+    churned = set()  # (customer, listener) pairs the churn touched
     lost = []
     greeted = []
 
@@ -100,6 +109,13 @@ def client_main(args):
                 if message["type"].startswith("listener_"):
                     sent = datetime.fromisoformat(message["timestamp"].replace("Z", "+00:00"))
                     deliveries.append((phase["name"], time.time() - sent.timestamp()))
+                    data = message["data"]
+                    view = views.setdefault((user_id, data["user_id"]), [0, None, None, 0])
+                    if data["version"] == view[0]:
+                        duplicates.append((user_id, data["user_id"], data["version"]))
+                    elif data["version"] > view[0]:
+                        view[:3] = data["version"], data["is_online"], data["is_busy"]
+                    view[3] += 1
         except Closed as closed:
             lost.append(f"closed {closed.code} {closed.reason}")
         except Exception as err:  # noqa: BLE001 - counted and reported
@@ -127,6 +143,7 @@ def client_main(args):
     def churn():
         customer = random.choice(customers)
         listener = random.choice(listeners)
+        churned.add((customer, listener))
         call("favorite_add", "POST", "/favorites/add", customer, {"listener_id": listener})
         call("favorite_remove", "DELETE", "/favorites/remove", customer,
              {"listener_id": listener})
@@ -155,6 +172,9 @@ def client_main(args):
             break
         if line.startswith("phase "):
             phase["name"] = line.split()[1]
+            if phase["name"] == "done":  # the load stops; the sockets stay, and listen
+                gevent.killall(workers, block=False)
+                workers = []
             if phase["name"] == "ramp":
                 workers += [gevent.spawn(beat, u) for u in users]
                 workers += [gevent.spawn(toggle, u) for u in set(users) & set(listeners)]
@@ -165,7 +185,9 @@ def client_main(args):
             say(event="phase", name=phase["name"])
         elif line == "report":
             say(event="report", samples=samples, failures=failures, deliveries=deliveries,
-                lost=lost[:5], lost_count=len(lost))
+                lost=lost[:5], lost_count=len(lost), duplicates=duplicates[:20],
+                duplicate_count=len(duplicates), churned=sorted(churned),
+                views=[[c, listener, *view] for (c, listener), view in views.items()])
     gevent.killall(workers + holders, block=False)
 
 
@@ -253,6 +275,8 @@ def summarize(reports, phase_name):
 
 
 def run(args):
+    from contextlib import ExitStack
+
     from server import Server
 
     url = args.database_url
@@ -261,22 +285,29 @@ def run(args):
     listeners, customers, favorites = seed(url, args.users)
     users = listeners + customers
     random.Random(3).shuffle(users)
-    parts = max(1, math.ceil(len(users) / USERS_PER_CLIENT))
+    parts = max(args.processes, math.ceil(len(users) / USERS_PER_CLIENT))
     env = {"SCHEDULER_ENABLED": "true", "RATELIMIT_HEARTBEAT": "12 per minute",
            "RATELIMIT_FAVORITE_CHANGES": "60 per minute",
            "RATELIMIT_PRESENCE_LOOKUPS": "120 per minute",
            "RATELIMIT_FEED_CONNECTS": "30 per minute"}
     if args.redis_url:
         env["REDIS_URL"] = args.redis_url
-    result = {"users": args.users, "clients": parts}
-    with Server("capacity", "wsgi:app", url, **env) as server:
-        workers = server.worker_pids()
+    if args.processes > 1:  # as many workers in all as one process has by default
+        env["WEB_CONCURRENCY"] = str(args.workers or 1)
+    elif args.workers:
+        env["WEB_CONCURRENCY"] = str(args.workers)
+    result = {"users": args.users, "clients": parts, "processes": args.processes}
+    with ExitStack() as stack:
+        servers = [stack.enter_context(Server(f"capacity-{n}", "wsgi:app", url, **env))
+                   for n in range(args.processes)]
+        workers = [pid for server in servers for pid in server.worker_pids()]
         idle_rss = rss_mib(workers)
-        clients = []
+        clients, assigned = [], {}
         try:
             for n in range(parts):
                 mine = users[n::parts]
-                clients.append(Client(server.port, {
+                assigned.update(dict.fromkeys(mine, n % args.processes))
+                clients.append(Client(servers[n % args.processes].port, {
                     "users": mine, "listeners": listeners, "customers": customers,
                     "favorites": {c: favorites[c] for c in mine if c in favorites},
                     "actor": n == 0}, args.concurrency))
@@ -287,6 +318,10 @@ def run(args):
             result["connect"] = {"greeted": greeted, "seconds": round(last - first, 1),
                                  "per_second": round(greeted / max(0.1, last - first)),
                                  "lost": sum(c["lost_count"] for c in connected)}
+            if args.processes > 1:
+                result["connect"]["per_process"] = [
+                    sum(c["greeted"] for n, c in enumerate(connected)
+                        if n % args.processes == p) for p in range(args.processes)]
             result["rss_per_socket_kib"] = round(
                 (rss_mib(workers) - idle_rss) * 1024 / max(1, greeted), 1)
             log(f"connect: {result['connect']}, {result['rss_per_socket_kib']} KiB a socket")
@@ -307,8 +342,11 @@ def run(args):
             for client in clients:
                 client.send("phase done")
                 client.expect("phase", 30)
+            time.sleep(SETTLE_SECONDS)  # the load has stopped: the last events arrive
+            for client in clients:
                 client.send("report")
             reports = [client.expect("report", 120) for client in clients]
+            result["events"] = exactly_once(url, reports, favorites, assigned)
             result["rss_mib"] = {"idle": round(idle_rss), "connected": round(rss_mib(workers))}
         finally:
             for client in clients:
@@ -317,13 +355,39 @@ def run(args):
         time.sleep(args.after_close)
         result["rss_mib"]["closed"] = round(rss_mib(workers))
         result["rss_mib"]["after_seconds"] = args.after_close
-        result["problems"] = [line for line in server.problems(50)
+        result["problems"] = [line for server in servers for line in server.problems(50)
                               if "saathii.admission" not in line][:5]
     for name in ("ramp", "steady"):
         result[name] = summarize(reports, name)
     result["idle"] = {"cores": result.pop("idle_cores")}
     result["lost"] = sum(r["lost_count"] for r in reports)
     return result
+
+
+def exactly_once(url, reports, favorites, assigned):
+    """Whether presence events arrived exactly once: none twice on a socket, and for each
+    customer and seeded favorite the churn left alone, the last state received is the
+    listener's state in the database now (the load has stopped). Also how many events
+    crossed between processes (the customer's socket on another than the listener's)."""
+    import psycopg
+
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        final = {user_id: (online, busy) for user_id, online, busy in conn.execute(
+            "select user_id, is_online, is_busy from user_status")}
+    churned = {tuple(pair) for r in reports for pair in r["churned"]}
+    views = [view for r in reports for view in r["views"]]
+    checked = wrong = crossed = received = 0
+    for customer, listener, _version, online, busy, count in views:
+        received += count
+        if assigned.get(customer) != assigned.get(listener):
+            crossed += count
+        if listener in favorites.get(customer, ()) and (customer, listener) not in churned:
+            checked += 1
+            wrong += (online, busy) != final[listener]
+    return {"received": received, "crossed": crossed,
+            "duplicates": sum(r["duplicate_count"] for r in reports),
+            "duplicate_examples": [d for r in reports for d in r["duplicates"]][:5],
+            "screens_checked": checked, "screens_wrong": wrong}
 
 
 def table(results):
@@ -354,6 +418,11 @@ def main():
     parser.add_argument("--database-url", default=with_database(DEFAULT_DATABASE_URL,
                                                                 "saathii_bench_capacity"))
     parser.add_argument("--redis-url")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="independent web processes (as dynos), users split between them")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="WEB_CONCURRENCY of each (default: the Procfile's, or 1 each "
+                             "with --processes 2 or more)")
     parser.add_argument("--after-close", type=float, default=60,
                         help="seconds after the sockets close to read the memory again")
     parser.add_argument("--smoke", action="store_true", help="300 users, 10 s steady")
@@ -387,7 +456,15 @@ def main():
               f"{result['rss_mib']['closed']} MiB {result['rss_mib']['after_seconds']:g} s "
               f"after every socket closed; sockets alone (no requests): {result['idle']['cores']}"
               " cores")
+        events = result["events"]
+        print(f"  events: {events['received']:,} presence events received "
+              f"({events['crossed']:,} across processes), {events['duplicates']} twice; "
+              f"{events['screens_checked']:,} screens checked at the end, "
+              f"{events['screens_wrong']} wrong; sockets per process: "
+              f"{result['connect'].get('per_process', [result['connect']['greeted']])}")
     bad = [r for r in results if r["lost"] or r["problems"] or r["connect"]["lost"]
+           or r["events"]["duplicates"] or r["events"]["screens_wrong"]
+           or not r["events"]["screens_checked"]
            or any(r[p][k]["errors"] for p in ("ramp", "steady") for k in KINDS)]
     if bad:
         raise SystemExit(f"capacity: errors, lost sockets or server problems: "
