@@ -2,15 +2,13 @@
 
 gevent workers hold each idle feed socket as a greenlet rather than an OS thread.
 """
-import json
 import os
 import shutil
 import tempfile
 
-from gunicorn import util
-
+import gunicorn_errors
 from config import Config, database_url, event_relay
-from logformat import GunicornLogger, log_format, redact
+from logformat import GunicornLogger, log_format
 
 try:
     log_format()  # a wrong LOG_FORMAT stops the start here, not in every worker
@@ -117,15 +115,4 @@ def close_sockets_on_exit(worker, realtime):
     signal.signal(signal.SIGTERM, exit_closing_sockets)
 
 
-def write_json_error(sock, status_int, reason, mesg):
-    """gunicorn's own answers to requests it cannot parse (400, 414, 431...), as the
-    service's JSON errors rather than an HTML page; a token in a request line is not
-    echoed."""
-    detail = f"{reason}: {redact(mesg)}" if mesg else reason
-    body = json.dumps({"detail": detail}).encode()
-    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
-    util.write_nonblock(sock, head.encode("latin-1") + body)
-
-
-util.write_error = write_json_error  # the workers call util.write_error
+gunicorn_errors.install()  # gunicorn's own 400s, 414s and 431s as JSON

@@ -11,15 +11,25 @@ OPTIONS = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 class OrjsonProvider(DefaultJSONProvider):
     """Flask's JSON provider with orjson writing compact responses."""
 
-    sort_keys = False
+    sort_keys = False  # (self._app is the documented place of the provider's app)
 
     def response(self, *args, **kwargs):
         """A JSON response of the arguments, as Flask's provider makes it."""
         if self.compact is False or (self.compact is None and self._app.debug):
             return super().response(*args, **kwargs)  # indented for people
-        obj = self._prepare_response_obj(args, kwargs)
+        obj = _response_object(args, kwargs)
         try:
             body = orjson.dumps(obj, default=self.default, option=OPTIONS)
         except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits
             return super().response(*args, **kwargs)
         return self._app.response_class(body, mimetype=self.mimetype)
+
+
+def _response_object(args, kwargs):
+    """What jsonify(*args, **kwargs) writes, by Flask's documented rules: nothing is
+    null, one argument is itself, several are a list, keywords are an object."""
+    if args and kwargs:
+        raise TypeError("app.json.response() takes either args or kwargs, not both")
+    if not args and not kwargs:
+        return None
+    return args[0] if len(args) == 1 else (list(args) or kwargs)

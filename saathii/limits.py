@@ -11,7 +11,7 @@ from flask_limiter import RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from limits import parse_many
 
-from . import metrics
+from . import limiter_hook, metrics
 from .auth import active_caller, bearer_token, current_user, user_id_for_token
 from .errors import too_many_requests, unauthorized
 from .extensions import limiter
@@ -152,9 +152,4 @@ def init_app(app):
     config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
     config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
     limiter.init_app(app)
-    # Every limit here is on a view, counted by its decorator: the limiter's own
-    # before-request pass would find nothing to count on any request, yet it cost 5 % of a
-    # heartbeat's worker samples (py-spy) even when a request filter told it to skip.
-    hooks = app.before_request_funcs.get(None, [])
-    if limiter._check_request_limit in hooks:  # absent when RATELIMIT_ENABLED is false
-        hooks.remove(limiter._check_request_limit)
+    limiter_hook.remove(app, limiter)  # every limit here is counted by its view's decorator

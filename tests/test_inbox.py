@@ -2,6 +2,7 @@
 hook counts inbound messages or ping frames): these fail loudly if an upgrade moves them,
 before a flood could pass unbounded."""
 import inspect
+from importlib.metadata import version
 
 import simple_websocket
 from simple_websocket.ws import Base
@@ -12,12 +13,17 @@ from saathii.realtime.inbox import CountedFrames, Inbox
 
 
 def test_simple_websocket_still_has_what_the_inbox_replaces():
+    where = f"simple-websocket {version('simple-websocket')}"
     reader = inspect.getsource(Base._handle_events) + inspect.getsource(Base._thread)
-    assert "self.input_buffer.append(" in reader  # messages go through our Inbox.append
-    assert "self.ws.events()" in reader  # frames come through our CountedFrames.events
-    assert "self.ws.receive_data(" in reader and "self.ws.send(" in reader
-    assert "self.ws = WSConnection(" in inspect.getsource(Base.__init__)
-    assert simple_websocket.Server.__mro__[1] is Base
+    for used, why in (("self.input_buffer.append(", "messages go through Inbox.append"),
+                      ("self.ws.events()", "frames come through CountedFrames.events"),
+                      ("self.ws.receive_data(", "the reader feeds its wsproto connection"),
+                      ("self.ws.send(", "the reader answers through it")):
+        assert used in reader, f"{where}: the reader no longer says {used!r} ({why}); " \
+                               "saathii/realtime/inbox.py must follow it"
+    assert "self.ws = WSConnection(" in inspect.getsource(Base.__init__), \
+        f"{where}: Base.__init__ no longer makes self.ws; saathii/realtime/inbox.py must follow"
+    assert simple_websocket.Server.__mro__[1] is Base, f"{where}: Server is not a Base now"
 
 
 def test_ping_frames_spend_the_budget_and_past_it_are_dropped():
