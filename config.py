@@ -5,6 +5,8 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
 DEV_JWT_SECRET = "saathii-development-secret-not-for-production-use"
+# A request body and a feed socket message alike: at most this many bytes.
+MAX_BODY_BYTES = 16 * 1024
 
 
 def _bool(name, default):
@@ -112,7 +114,7 @@ class Config:
     # A batch of state changes waits this long at most for a row lock another transaction
     # holds (PostgreSQL); past it the blocked change is written alone and the rest go on.
     BATCH_LOCK_WAIT_MS = _int("BATCH_LOCK_WAIT_MS", 100)
-    MAX_CONTENT_LENGTH = 16 * 1024
+    MAX_CONTENT_LENGTH = MAX_BODY_BYTES
     # A request body must arrive whole within this time (else 408): no slow client holds
     # a worker's attention, and none holds a database connection (bodies are read first).
     REQUEST_BODY_TIMEOUT_SECONDS = _float("REQUEST_BODY_TIMEOUT_SECONDS", 10)
@@ -178,7 +180,7 @@ class Config:
     # where the new workers accept already) the reconnect delays start after it.
     FEED_RESTART_SECONDS = _float("FEED_RESTART_SECONDS", 3)
     FEED_PING_INTERVAL_SECONDS = _int("FEED_PING_INTERVAL_SECONDS", 25)
-    FEED_MAX_MESSAGE_BYTES = 16 * 1024
+    FEED_MAX_MESSAGE_BYTES = MAX_BODY_BYTES
     FEED_EVENT_RETENTION_HOURS = _int("FEED_EVENT_RETENTION_HOURS", 24)
     # A send the client does not drain within this many seconds closes its socket.
     FEED_SEND_TIMEOUT_SECONDS = _int("FEED_SEND_TIMEOUT_SECONDS", 10)

@@ -11,10 +11,10 @@ from marshmallow import ValidationError
 
 from .errors import APIError, unauthorized
 from .extensions import db
+from .fields import MAX_ID
 from .models import User
 
 ALGORITHMS = ["HS256"]
-MAX_ID = 2**63 - 1
 
 
 def _user_id_from(claims):

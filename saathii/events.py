@@ -15,7 +15,7 @@ from .clock import clock, isoformat, parse_isoformat
 from .deadline import DeadlineExceeded
 from .errors import outcome_unknown
 from .extensions import db
-from .models import FeedEvent, naive_utc
+from .models import FeedEvent, RelayMessage, naive_utc
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +291,13 @@ def events_stored_since(since, after_id, limit):
         sa.select(FeedEvent).where(FeedEvent.created_at >= since, FeedEvent.id > after_id)
         .order_by(FeedEvent.id).limit(limit))
     return [_stored(row) for row in rows]
+
+
+def prune_relay_messages(older_than):
+    """Delete the PostgreSQL relay's batches written before a time (its listeners read
+    them within moments of their commit); return how many."""
+    return db.session.execute(
+        sa.delete(RelayMessage).where(RelayMessage.created_at < older_than)).rowcount
 
 
 def prune_stored_events(older_than):

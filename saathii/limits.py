@@ -16,7 +16,7 @@ from .auth import active_caller, bearer_token, current_user, user_id_for_token
 from .errors import too_many_requests, unauthorized
 from .extensions import limiter
 from .limit_counters import ProcessCounters  # noqa: F401 - registers process-memory://
-from .realtime.relay import client_options
+from .redis_options import client_options
 
 log = logging.getLogger(__name__)
 STORE_FAILURE_LOG_SECONDS = 10

@@ -8,6 +8,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from config import Config
 from saathii.domain import status_updates
 from saathii.events import Event, store_events, stored_events
 from saathii.extensions import db
@@ -33,7 +34,7 @@ def queued(connection):
 
 
 def test_an_older_presence_never_follows_a_newer_one():
-    hub, fan = Hub(), Connection(ws=None, user_id=2)
+    hub, fan = Hub(), Connection(ws=None, user_id=2, max_queued=Config.FEED_MAX_QUEUED)
     hub.add(fan)
     hub.set_watched(fan, favorites={1})
     hub.dispatch(presence(1, 5, is_busy=True))
@@ -46,7 +47,7 @@ def test_an_older_presence_never_follows_a_newer_one():
 
 
 def test_a_queued_presence_is_replaced_by_a_newer_version_only():
-    fan = Connection(ws=None, user_id=2)
+    fan = Connection(ws=None, user_id=2, max_queued=Config.FEED_MAX_QUEUED)
     fan.deliver({"v": 7}, presence_of=1, version=7)
     fan.deliver({"v": 6}, presence_of=1, version=6)  # arrived last, but older
     assert queued(fan) == [{"v": 7}]
@@ -163,7 +164,7 @@ def test_a_socket_watches_the_committed_favorites_whatever_the_greeting_read():
     """Favorite changes the socket's user makes while its greeting reads the favorites
     committed before or after that read: either way the socket watches what is
     committed once the snapshot is in place."""
-    hub, socket = Hub(), Connection(ws=None, user_id=2)
+    hub, socket = Hub(), Connection(ws=None, user_id=2, max_queued=Config.FEED_MAX_QUEUED)
     hub.add(socket)  # registered; the greeting now reads the favorites: {1, 3}
     hub.dispatch(favorite_change("favorite_added", 2, 4))     # after the read
     hub.dispatch(favorite_change("favorite_removed", 2, 3))   # after the read
@@ -210,7 +211,7 @@ def test_live_stored_events_go_out_in_id_order_read_from_the_store():
     store = {100: {"type": "favorite_added", "id": 100}, 101: {"type": "favorite_removed",
                                                               "id": 101}}
     socket = RecordingSocket()
-    connection = Connection(ws=socket, user_id=1)
+    connection = Connection(ws=socket, user_id=1, max_queued=Config.FEED_MAX_QUEUED)
     connection.last_event_id = 99
     connection.fetch_stored = lambda after: [store[i] for i in sorted(store) if after < i]
     connection.deliver(store[101], event_id=101)
@@ -226,7 +227,7 @@ def test_a_live_stored_event_is_still_sent_when_the_store_cannot_be_read():
         raise OSError("the database is down")
 
     socket = RecordingSocket()
-    connection = Connection(ws=socket, user_id=1)
+    connection = Connection(ws=socket, user_id=1, max_queued=Config.FEED_MAX_QUEUED)
     connection.fetch_stored = down
     connection.deliver({"type": "favorite_added", "id": 7}, event_id=7)
     assert [m.get("id") for m in written_by(connection, 1)] == [7]

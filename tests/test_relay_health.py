@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from config import Config
 from saathii.realtime.hub import Connection
 from saathii.realtime.probe import RelayHealth, RelayStalled
 
@@ -107,7 +108,7 @@ def test_resyncs_run_one_at_a_time_and_again_from_the_earliest_time_asked():
 
 
 def test_a_restated_presence_is_sent_only_when_its_state_differs():
-    connection = Connection(None, 1)
+    connection = Connection(None, 1, Config.FEED_MAX_QUEUED)
     online = (True, False, None)
     connection.deliver({"n": 1}, presence_of=7, version=3, state=online)
     connection.pending.clear()

@@ -15,6 +15,7 @@ import simple_websocket
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import Request, TextMessage
 
+from config import Config
 from saathii.events import Event
 from saathii.realtime.hub import Connection, Hub
 from saathii.realtime.session import BoundedSocket, wind_down
@@ -244,7 +245,8 @@ def test_sigterm_closes_sockets_with_1012_and_finishes_requests(web_process, cus
 
 
 def test_a_busy_socket_still_ends_when_its_token_expires():
-    connection = Connection(ws=None, user_id=1, expires_at=time.time() - 1)
+    connection = Connection(ws=None, user_id=1, max_queued=Config.FEED_MAX_QUEUED,
+                            expires_at=time.time() - 1)
     connection.deliver({"n": 1}, presence_of=2)  # always something to send
     assert connection._next() is None
     assert connection.closing == (1008, "Token expired")
@@ -252,7 +254,8 @@ def test_a_busy_socket_still_ends_when_its_token_expires():
 
 def test_a_restart_spreads_its_sockets_reconnects_over_count_over_rate_seconds():
     hub = Hub()
-    sockets = [Connection(ws=None, user_id=n) for n in range(100)]
+    sockets = [Connection(ws=None, user_id=n, max_queued=Config.FEED_MAX_QUEUED)
+               for n in range(100)]
     for connection in sockets:
         hub.add(connection)
     # 100 sockets at 50 a second: over 2 s, after the 3 s a restarted process takes.
@@ -269,10 +272,10 @@ def test_a_restart_spreads_its_sockets_reconnects_over_count_over_rate_seconds()
 
 def test_a_socket_added_while_the_process_stops_is_closed_at_once():
     hub = Hub()
-    before = Connection(ws=None, user_id=1)
+    before = Connection(ws=None, user_id=1, max_queued=Config.FEED_MAX_QUEUED)
     hub.add(before)
     hub.close_all(1012, "Service restart")
-    late = Connection(ws=None, user_id=2)
+    late = Connection(ws=None, user_id=2, max_queued=Config.FEED_MAX_QUEUED)
     hub.add(late)
     assert before.closing == late.closing == (1012, "Service restart")
 

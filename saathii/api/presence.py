@@ -6,7 +6,7 @@ under /users/me. Both are served.
 from flask import Blueprint, g
 
 from ..auth import checks_user_itself, current_user, parsed, require_user
-from ..domain import presence, status_updates
+from ..domain import beats, presence, status_updates
 from ..extensions import db
 from ..limits import heartbeat_limit, presence_lookups_limit
 from ..schemas import (
@@ -35,7 +35,7 @@ def my_status():
 @checks_user_itself
 def heartbeat():
     """Mark the caller online and seen now."""
-    if not presence.beat(g.user_id):  # committed already when it applied
+    if not beats.beat(g.user_id):  # committed already when it applied
         presence.heartbeat(current_user().id)
         db.session.commit()
     return HEARTBEAT_RECEIVED

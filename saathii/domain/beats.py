@@ -129,6 +129,14 @@ def _write_in_transaction(user_ids, now, events, applied):
                 applied.add(user_id)
 
 
+def beat(user_id):
+    """An active user's heartbeat, written with the beats that arrive meanwhile and
+    committed before it returns: an offline user comes online (one event). Returns False
+    when it did not apply (no status row yet, or no active account): then
+    presence.heartbeat() must run."""
+    return batcher().submit(user_id)
+
+
 def batcher():
     """The app's heartbeat batcher."""
     return app_batcher(KEY, lambda timeout: Batcher(

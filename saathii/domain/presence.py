@@ -10,7 +10,7 @@ from ..fields import is_id
 from ..events import Event, emit
 from ..extensions import db
 from ..models import User, UserStatus, naive_utc
-from . import beats, in_ids, prebuilt, read
+from . import in_ids, prebuilt, read
 
 MAX_BATCH = 100
 MAX_ATTEMPTS = 5
@@ -134,14 +134,6 @@ def arrival(user_id, username, role, created_at, now, version):
 def heartbeat(user_id):
     """The user is here: online now, last seen now."""
     return _apply(user_id, lambda status: change_status(status, is_online=True, seen=True))
-
-
-def beat(user_id):
-    """An active user's heartbeat, written in one transaction with the beats that arrive
-    meanwhile (see beats) and committed before it returns: an offline user comes online
-    (one event). Returns False when it did not apply (no status row yet, or no active
-    account): then heartbeat() must run."""
-    return beats.batcher().submit(user_id)
 
 
 def check_update(changes):

@@ -10,10 +10,9 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from .. import metrics
 from ..clock import clock
-from ..events import commit_session, prune_stored_events
+from ..events import commit_session, prune_relay_messages, prune_stored_events
 from ..extensions import db
 from ..models import UserStatus
-from ..realtime.pg_relay import prune_relay_messages
 from .presence import change_status
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ from ..clock import clock, isoformat
 
 log = logging.getLogger(__name__)
 
-MAX_QUEUED = 1000
 MAX_VERSIONS = 1000
 MAX_SOCKETS_PER_USER = 10
 _opened = itertools.count()
@@ -39,7 +38,7 @@ def message(type_, data):
 class Connection:
     """One open feed socket: its user, what it watches, and its outbound queue."""
 
-    def __init__(self, ws, user_id, max_queued=MAX_QUEUED, expires_at=None):
+    def __init__(self, ws, user_id, max_queued, expires_at=None):
         self.ws = ws
         self.user_id = user_id
         self.expires_at = expires_at  # the token's exp (Unix time): the socket ends then

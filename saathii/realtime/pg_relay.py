@@ -24,7 +24,6 @@ from psycopg import sql
 from ..clock import clock
 from ..database import CONNECT_OPTIONS
 from ..events import Event
-from ..extensions import db
 from ..models import RelayMessage
 from .probe import RelayHealth, RelayStalled
 
@@ -183,10 +182,3 @@ class PostgresRelay:
         if found is None:
             raise KeyError(ref)  # pruned already: too late to deliver
         return found
-
-
-def prune_relay_messages(older_than):
-    """Delete relayed batches written before a time (read within moments of their
-    commit); return how many."""
-    return db.session.execute(
-        sa.delete(RelayMessage).where(RelayMessage.created_at < older_than)).rowcount

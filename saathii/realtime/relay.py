@@ -23,28 +23,21 @@ from redis.retry import Retry
 
 from ..clock import isoformat, parse_isoformat
 from ..events import Event
+from ..redis_options import client_options
 from .probe import RelayHealth, RelayStalled
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "saathii:events"
 PUBLISH_PAUSE_SECONDS = 5
 PUBLISH_TIMEOUT_SECONDS = 2
 MAX_BACKOFF_SECONDS = 5  # a relay back is a relay used within seconds
 MAX_UNSENT = 10_000
 
 
-def client_options(timeout):
-    """redis-py options for a call on a request's behalf: it gives up after `timeout`
-    seconds and is not retried (redis-py's default retries with backoff for seconds)."""
-    return {"socket_timeout": timeout, "socket_connect_timeout": timeout,
-            "socket_keepalive": True, "retry": Retry(NoBackoff(), 0)}
-
-
 class RedisRelay:
     """Publishes this process's events and delivers other processes' events to the hub."""
 
-    def __init__(self, url, hub, channel=CHANNEL, timeout=0.5, probe_seconds=2,
+    def __init__(self, url, hub, channel, timeout=0.5, probe_seconds=2,
                  stall_seconds=6, recovered=None):
         self.hub = hub
         self.channel = channel

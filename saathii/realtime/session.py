@@ -13,7 +13,7 @@ from simple_websocket import ConnectionClosed
 from .. import limits, metrics
 from ..auth import active_caller
 from ..deadline import DeadlineExceeded, deadline, reset_on_close
-from ..domain import prebuilt, presence, read
+from ..domain import beats, prebuilt, presence, read
 from ..events import stored_events
 from ..extensions import db
 from ..errors import APIError, restarting
@@ -277,7 +277,7 @@ class FeedSession:
             return
         try:
             with deadline(self.timeout, "feed ping"):  # a stalled database: no hang
-                if presence.beat(user_id):
+                if beats.beat(user_id):
                     return
                 if active_caller(user_id) is None:
                     self.connection.close(1008, "Account deactivated")
