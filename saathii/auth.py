@@ -1,18 +1,15 @@
 """Bearer-token authentication: HS256 access tokens minted by the Saathii auth service."""
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import jwt
-import sqlalchemy as sa
 from flask import current_app, g, request
 
 from marshmallow import ValidationError
 
 from .errors import APIError, unauthorized
-from .extensions import db
+from .domain.users import active_caller
 from .fields import MAX_ID
-from .models import User
 
 ALGORITHMS = ["HS256"]
 
@@ -77,33 +74,10 @@ def verified_token(token):
     return known
 
 
-@dataclass(frozen=True)
-class Caller:
-    """The authenticated user of a request: what the views and rules need of them."""
-
-    id: int
-    username: str
-    role: str
-    favorites_version: int = 0
-
-    @property
-    def is_listener(self):
-        return self.role == "listener"
-
-
 def user_id_for_token(token):
     """Return the user id a valid access token names, or None (the user is not checked)."""
     verified = verified_token(token)
     return verified[0] if verified is not None else None
-
-
-def active_caller(user_id):
-    """Return the Caller for an active user id, or None."""
-    row = db.session.execute(
-        sa.select(User.id, User.username, User.role, User.favorites_version)
-        .where(User.id == user_id, User.is_active == sa.true())
-    ).first()
-    return Caller(*row) if row is not None else None
 
 
 def user_for_token(token):

@@ -12,7 +12,8 @@ from flask_limiter.util import get_remote_address
 from limits import parse_many
 
 from . import limiter_hook, metrics
-from .auth import active_caller, bearer_token, current_user, user_id_for_token
+from .auth import bearer_token, current_user, user_id_for_token
+from .domain.users import active_caller
 from .errors import too_many_requests, unauthorized
 from .extensions import limiter
 from .limit_counters import ProcessCounters  # noqa: F401 - registers process-memory://

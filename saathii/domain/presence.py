@@ -3,7 +3,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm import aliased, joinedload
 from sqlalchemy.orm.exc import StaleDataError
 
-from ..auth import Caller
 from ..clock import clock, isoformat
 from ..errors import APIError, bad_request, not_found, unauthorized
 from ..fields import is_id
@@ -11,6 +10,7 @@ from ..events import Event, emit
 from ..extensions import db
 from ..models import User, UserStatus, naive_utc
 from . import in_ids, prebuilt, read
+from .users import Caller
 
 MAX_BATCH = 100
 MAX_ATTEMPTS = 5

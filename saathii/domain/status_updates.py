@@ -11,13 +11,13 @@ from functools import partial
 
 import sqlalchemy as sa
 
-from ..auth import active_caller
 from ..clock import clock
 from ..errors import APIError, unauthorized
 from ..events import transaction
 from ..extensions import db
 from ..models import User, UserStatus, naive_utc
 from . import in_ids, prebuilt
+from .users import active_caller
 from .batches import Batcher, app_batcher
 from .presence import (MAX_ATTEMPTS, Status, apply_update, changed_status, status_columns,
                        update_status)

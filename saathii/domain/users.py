@@ -1,10 +1,36 @@
-"""Users: creating them, each with an offline status row."""
+"""Users: the active account behind a request, and creating users, each with an offline
+status row."""
+from dataclasses import dataclass
+
 import sqlalchemy as sa
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from ..extensions import db
 from ..fields import StrictInteger, MAX_ID
 from ..models import User, UserStatus
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated user of a request: what the views and rules need of them."""
+
+    id: int
+    username: str
+    role: str
+    favorites_version: int = 0
+
+    @property
+    def is_listener(self):
+        return self.role == "listener"
+
+
+def active_caller(user_id):
+    """Return the Caller for an active user id, or None."""
+    row = db.session.execute(
+        sa.select(User.id, User.username, User.role, User.favorites_version)
+        .where(User.id == user_id, User.is_active == sa.true())
+    ).first()
+    return Caller(*row) if row is not None else None
 
 
 class UserImportSchema(Schema):

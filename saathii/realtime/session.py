@@ -11,7 +11,7 @@ from flask import current_app
 from simple_websocket import ConnectionClosed
 
 from .. import limits, metrics
-from ..auth import active_caller
+from ..domain.users import active_caller
 from ..deadline import DeadlineExceeded, deadline, reset_on_close
 from ..domain import beats, prebuilt, presence, read
 from ..events import stored_events
