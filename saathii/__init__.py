@@ -13,8 +13,8 @@ from config import Config, event_relay
 
 from logformat import log_format
 
-from . import (admission, database, deadline, events, headers, limits, logs, metrics, realtime,
-               scheduler, slow_readers)
+from . import (admission, database, deadline, events, headers, logs, metrics, rate_limits,
+               realtime, scheduler, slow_readers)
 from .api import read_body
 from .errors import bad_request, register_error_handlers
 from .extensions import db, migrate, sock
@@ -110,7 +110,7 @@ def create_app(config_class=Config):
     database.init_app(app)
     migrate.init_app(app, db, directory=str(app.config["MIGRATIONS_DIR"]))
     sock.init_app(app)
-    limits.init_app(app)
+    rate_limits.init_app(app)
     events.init_app(app)
     realtime.init_app(app)
     scheduler.init_app(app)

@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - gevent is a requirement
     _poll = select.poll
 
 
-def has_news(dbapi_connection):
+def server_spoke_while_idle(dbapi_connection):
     """Whether the server sent anything to an idle connection (a FATAL error before it
     closed, or the close itself): a healthy idle connection has nothing to read."""
     try:
@@ -49,7 +49,7 @@ def check_connections(engine):
 
     @event.listens_for(engine, "checkout")
     def _check(dbapi_connection, connection_record, connection_proxy):
-        if dbapi_connection.closed or has_news(dbapi_connection):
+        if dbapi_connection.closed or server_spoke_while_idle(dbapi_connection):
             try:
                 engine.dialect.do_ping(dbapi_connection)
             except DeadlineExceeded:  # out of time: no new connection now (the pool

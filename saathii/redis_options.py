@@ -1,5 +1,5 @@
 """Redis connections made on a request's behalf, bounded: shared by the rate limiter's
-counters (limits.py) and the event relay's publisher (realtime/relay.py)."""
+counters (rate_limits.py) and the event relay's publisher (realtime/relay.py)."""
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 

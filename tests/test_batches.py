@@ -82,7 +82,7 @@ def test_a_failed_status_batch_changes_nothing_and_announces_nothing(
     def broken(connection, statuses, read_versions):
         raise sa.exc.OperationalError("UPDATE", {}, Exception("disk full"))
 
-    monkeypatch.setattr(status_updates, "_written", broken)
+    monkeypatch.setattr(status_updates, "_write_versioned", broken)
     with app.app_context(), pytest.raises(sa.exc.OperationalError):
         Batcher(status_updates.write_updates).submit((listener.id, {"is_busy": True}))
     assert status_row(app, listener.id) == before and events == []
@@ -96,7 +96,7 @@ def test_a_status_batch_that_lost_a_race_is_redone_on_fresh_rows(
         pytest.skip("SQLite: the batch holds the write lock, no writer gets in between")
     go_online(client, listener)
     events.clear()
-    real, calls = status_updates._written, []
+    real, calls = status_updates._write_versioned, []
 
     def racing(connection, statuses, read_versions):
         calls.append(1)
@@ -106,7 +106,7 @@ def test_a_status_batch_that_lost_a_race_is_redone_on_fresh_rows(
                               .values(version=UserStatus.version + 1))
         return real(connection, statuses, read_versions)
 
-    monkeypatch.setattr(status_updates, "_written", racing)
+    monkeypatch.setattr(status_updates, "_write_versioned", racing)
     # On PostgreSQL the batch's read locks the rows, so no writer gets in between: the
     # race is played with the read unlocked, against the version check alone.
     monkeypatch.setattr(status_updates, "_locked_statuses", status_updates._statuses_read)

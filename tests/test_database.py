@@ -112,7 +112,7 @@ def test_a_read_on_a_connection_the_server_dropped_is_a_503_then_recovers(
         postgres, app, client, customer, monkeypatch):
     assert client.get("/favorites", headers=customer.headers).status_code == 200
     # The connection goes away between checkout and query: no check could have seen it.
-    monkeypatch.setattr("saathii.database.has_news", lambda connection: False)
+    monkeypatch.setattr("saathii.database.server_spoke_while_idle", lambda connection: False)
     terminate_other_sessions(postgres)
     response = client.get("/favorites", headers=customer.headers)
     assert response.status_code == 503

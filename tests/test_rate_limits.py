@@ -125,13 +125,13 @@ def test_process_counters_open_a_new_window_when_one_ends(monkeypatch):
 def test_refused_hits_do_not_use_up_the_longer_windows(limited_app, customer, monkeypatch):
     """Counted outside a view as Flask-Limiter counts a view: shortest window first, up to
     the first refusal, so retrying against "2 per minute" does not spend "5 per hour"."""
-    from saathii import limit_counters, limits
+    from saathii import limit_counters, rate_limits
     fake = FakeTime()
     monkeypatch.setattr(limit_counters, "time", fake)
     limited_app.config["RATELIMIT_FEED_CONNECTS"] = "5 per hour;2 per minute"
     with limited_app.app_context():
         def opens(count):
-            return [limits.spend("RATELIMIT_FEED_CONNECTS", "feed-connects", customer.id)
+            return [rate_limits.count_hit("RATELIMIT_FEED_CONNECTS", "feed-connects", customer.id)
                     for _ in range(count)]
         assert opens(10) == [True] * 2 + [False] * 8
         fake.now += 61  # a new minute: 2 of the hour's 5 are spent
@@ -245,7 +245,7 @@ def test_a_surge_waits_for_the_counters_pool_and_logs_no_traceback(config, redis
     line and no traceback (before: a connection each, then MaxConnectionsError)."""
     import threading
 
-    from saathii import limits
+    from saathii import rate_limits
     from .proxy import TcpProxy
 
     redis_host, redis_port = redis_url.split("//")[1].split("/")[0].split(":")
@@ -259,7 +259,7 @@ def test_a_surge_waits_for_the_counters_pool_and_logs_no_traceback(config, redis
 
     def count(user_id):
         with app.app_context():
-            answers.append(limits.spend("RATELIMIT_HEARTBEAT", "heartbeat", user_id))
+            answers.append(rate_limits.count_hit("RATELIMIT_HEARTBEAT", "heartbeat", user_id))
 
     def surge():
         threads = [threading.Thread(target=count, args=(n,)) for n in range(40)]
@@ -271,11 +271,11 @@ def test_a_surge_waits_for_the_counters_pool_and_logs_no_traceback(config, redis
     try:
         surge()
         assert len(proxy.connections) <= 3  # the pool's, however many count at once
-        assert not [record for record in caplog.records if record.name == "saathii.limits"]
+        assert not [record for record in caplog.records if record.name == "saathii.rate_limits"]
         proxy.pause()
         surge()  # each waits for a connection, then for Redis, then is let through
         assert answers == [True] * 80  # within the limit, then let through by the outage
-        failures = [record for record in caplog.records if record.name == "saathii.limits"]
+        failures = [record for record in caplog.records if record.name == "saathii.rate_limits"]
         assert failures and all(record.exc_info is None for record in failures)
         assert len(failures) == 1  # one line for the outage, not one a hit
         assert "rate-limit store failed" in failures[0].getMessage()

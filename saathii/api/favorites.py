@@ -3,7 +3,7 @@ from flask import Blueprint, g
 
 from ..auth import checks_user_itself, current_user, parsed, require_user
 from ..domain import favorite_changes, favorites
-from ..limits import favorite_changes_limit, presence_lookups_limit
+from ..rate_limits import favorite_changes_limit, presence_lookups_limit
 from ..pagination import cursor_links, page_links
 from ..schemas import (
     CURSOR_PARAMS, favorite_action_schema, favorite_request_schema,

@@ -4,7 +4,7 @@ import binascii
 
 from flask import Blueprint, current_app, g, request
 
-from .. import limits, metrics, slow_readers
+from .. import metrics, rate_limits, slow_readers
 from ..admission import greeting_slot
 from ..auth import bearer_token, verified_token
 from ..deadline import deadline
@@ -60,7 +60,7 @@ def authenticate():
     # cheaply (a phone reconnects far less often than the limit allows). A socket's
     # request has no deadline of its own: the refusal's account check gets one.
     with deadline(current_app.config["REQUEST_TIMEOUT_SECONDS"], "feed limit"):
-        limits.require_within("RATELIMIT_FEED_CONNECTS", "feed-connects", verified[0])
+        rate_limits.require_within_limit("RATELIMIT_FEED_CONNECTS", "feed-connects", verified[0])
     with greeting_slot():
         try:
             g.feed_registered = register(realtime(), current_app.config, *verified)

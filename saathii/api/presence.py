@@ -8,7 +8,7 @@ from flask import Blueprint, g
 from ..auth import checks_user_itself, current_user, parsed, require_user
 from ..domain import beats, presence, status_updates
 from ..extensions import db
-from ..limits import heartbeat_limit, presence_lookups_limit
+from ..rate_limits import heartbeat_limit, presence_lookups_limit
 from ..schemas import (
     message_schema, status_schema,
     status_update_schema, user_ids_query_schema,

@@ -105,7 +105,7 @@ class Batcher:
         if index in batch.alone:  # blocked by a row lock: written on its own
             _outcome_of(batch.alone[index])
         elif batch.error is not None:
-            error = _own(batch.error)
+            error = _copy_for_request(batch.error)
             if error is batch.error:
                 raise error
             raise error from batch.error
@@ -190,8 +190,8 @@ class Batcher:
                 until = None if seconds is None else time.monotonic() + seconds
                 with deadline(seconds, "batch"):
                     try:
-                        written, events = self._written([batch.items[i] for i in live],
-                                                        self.lock_wait_ms)
+                        written, events = self._write_retrying_deadlocks(
+                            [batch.items[i] for i in live], self.lock_wait_ms)
                         for index, result in zip(live, written, strict=True):
                             results[index] = result
                     except sa.exc.DBAPIError as err:
@@ -242,8 +242,8 @@ class Batcher:
                     results[rest] = unavailable()
                 break
             try:
-                (results[index],), made = self._written([batch.items[index]],
-                                                         self.lock_wait_ms)
+                (results[index],), made = self._write_retrying_deadlocks(
+                    [batch.items[index]], self.lock_wait_ms)
                 events.extend(made)
             except sa.exc.DBAPIError as err:
                 if not _lock_timed_out(err):
@@ -289,7 +289,8 @@ class Batcher:
                     seconds = max(0.001, _least(seconds, until, time.monotonic()))  # 0: none
                 try:
                     with deadline(seconds, "blocked change"):
-                        (results[index],), events = self._written([batch.items[index]])
+                        (results[index],), events = self._write_retrying_deadlocks(
+                            [batch.items[index]])
                 except DeadlineExceeded:
                     results[index] = unavailable()
                 except Exception as err:  # noqa: BLE001 - its request learns
@@ -300,7 +301,7 @@ class Batcher:
         finally:
             self.alone_slots.release()
 
-    def _written(self, items, lock_wait_ms=None):
+    def _write_retrying_deadlocks(self, items, lock_wait_ms=None):
         """(results, events) of write(items), waiting lock_wait_ms at most for a row
         lock, run again if PostgreSQL chose it as a deadlock's victim (batches lock many
         users' rows, statement by statement): it rolled back whole, nothing of it was
@@ -341,7 +342,7 @@ def _lock_timed_out(err):
     return getattr(err.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE
 
 
-def _own(error):
+def _copy_for_request(error):
     """A batch's error as one request's own exception: one object raised in many
     requests would gather all their frames in one traceback."""
     if isinstance(error, APIError):

@@ -123,7 +123,7 @@ def _write_updates(items, events):
                 events.append(event)
             changed[user_id] = status
             results.append(status.values())
-        if changed and not _written(connection, changed.values(), read_versions):
+        if changed and not _write_versioned(connection, changed.values(), read_versions):
             raise _Stale()
     return results
 
@@ -144,7 +144,7 @@ WHERE s.user_id = v.user_id AND s.version = v.read_version
 """)
 
 
-def _written(connection, statuses, read_versions):
+def _write_versioned(connection, statuses, read_versions):
     """Write the changed rows (each with its new version); whether every one still had
     the version read."""
     statuses = list(statuses)

@@ -39,7 +39,7 @@ class Inbox(list):
             return
         self.on_flood("Too many messages")
 
-    def spend(self):
+    def count_hit(self):
         """Count one control frame (a ping) against the budget; whether it is within it."""
         if self._spend():
             return True
@@ -79,7 +79,7 @@ class CountedFrames:
         for event in self.connection.events():
             counted = isinstance(event, Ping) or (
                 isinstance(event, Message) and not event.message_finished)
-            if counted and (self.inbox.flooded or not self.inbox.spend()):
+            if counted and (self.inbox.flooded or not self.inbox.count_hit()):
                 continue
             yield event
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from flask import current_app
 from simple_websocket import ConnectionClosed
 
-from .. import limits, metrics
+from .. import metrics, rate_limits
 from ..domain.users import active_caller
 from ..deadline import DeadlineExceeded, deadline, reset_on_close
 from ..domain import beats, prebuilt, presence, read
@@ -273,7 +273,7 @@ class FeedSession:
         budget (shared with REST heartbeats; beyond it a ping writes nothing). Written
         with concurrent beats (the batcher); an account that is gone closes the socket."""
         user_id = self.connection.user_id
-        if not limits.spend("RATELIMIT_HEARTBEAT", "heartbeat", user_id):
+        if not rate_limits.count_hit("RATELIMIT_HEARTBEAT", "heartbeat", user_id):
             return
         try:
             with deadline(self.timeout, "feed ping"):  # a stalled database: no hang

@@ -51,7 +51,7 @@ def _limit(setting, scope):
     return decorate
 
 
-def spend(setting, scope, user_id):
+def count_hit(setting, scope, user_id):
     """Count one hit of a user against a view's shared limit from outside a view (a feed
     ping spends the heartbeat budget); return whether it was within the limit. The key is
     the one Flask-Limiter gives the views' hits, so both count against one budget."""
@@ -72,10 +72,10 @@ def spend(setting, scope, user_id):
         return True
 
 
-def require_within(setting, scope, user_id):
+def require_within_limit(setting, scope, user_id):
     """Spend one hit from outside a view (a feed socket's upgrade); past the limit,
     raise 429 with Retry-After, or 401 if the user's account is gone (as in views)."""
-    if spend(setting, scope, user_id):
+    if count_hit(setting, scope, user_id):
         return
     if active_caller(user_id) is None:
         raise unauthorized()
@@ -131,7 +131,7 @@ def init_app(app):
     for setting in ("RATELIMIT_DEFAULT", "RATELIMIT_APPLICATION", "RATELIMIT_META"):
         if config.get(setting):  # they would never be counted: see below
             raise RuntimeError(f"{setting} is not supported: limits here are set per view "
-                               "(saathii/limits.py)")
+                               "(saathii/rate_limits.py)")
     config.setdefault("RATELIMIT_STORAGE_URI", config.get("REDIS_URL") or "process-memory://")
     uri = config["RATELIMIT_STORAGE_URI"]
     if uri.startswith("redis"):
