@@ -1,6 +1,7 @@
 """Bearer-token authentication: HS256 access tokens minted by the Saathii auth service."""
 import time
 from datetime import datetime, timedelta, timezone
+from functools import wraps
 
 import jwt
 from flask import current_app, g, request
@@ -92,34 +93,36 @@ def bearer_token():
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-def checks_user_itself(view):
-    """Mark a view that checks the caller's account in its own query (a hot path), so
-    require_user only verifies the token; the view calls current_user() when it must."""
-    view.checks_user_itself = True
-    return view
+def authenticate(view=None, *, account_in_query=False):
+    """Decorate a view that needs a caller: a valid access token (else 401) of an active
+    account (else 401), checked before the view runs (and before its rate limit, which
+    counts per user: put it above the limit's decorator).
 
+    account_in_query=True, for hot paths whose own query checks the account (joined to
+    the work, no separate look-up): only the token is checked first, and a request the
+    view refuses (a 4xx, a validation error) is answered 401 first if the account is gone,
+    as if it had been checked."""
+    if view is None:
+        return lambda view: authenticate(view, account_in_query=account_in_query)
 
-def require_user():
-    """before_request hook: authenticate the caller or answer 401."""
-    if request.method == "OPTIONS":
-        return
-    user_id = user_id_for_token(bearer_token())
-    if user_id is None:
-        raise unauthorized()
-    g.user_id = user_id
-    view = current_app.view_functions.get(request.endpoint)
-    if not getattr(view, "checks_user_itself", False):
-        current_user()
+    @wraps(view)
+    def authenticated(*args, **kwargs):
+        user_id = user_id_for_token(bearer_token())
+        if user_id is None:
+            raise unauthorized()
+        g.user_id = user_id
+        if not account_in_query:
+            current_user()
+            return view(*args, **kwargs)
+        try:
+            return view(*args, **kwargs)
+        except (APIError, ValidationError) as err:
+            if isinstance(err, ValidationError) or 400 <= err.status < 500:
+                current_user()  # a gone account hears 401, not why its request was wrong
+            raise
 
-
-def parsed(parse, *args):
-    """Run a request parser in a view that checks the caller itself: if it refuses the
-    request, a caller whose account is gone still gets 401 first, as with require_user."""
-    try:
-        return parse(*args)
-    except (APIError, ValidationError):
-        current_user()
-        raise
+    authenticated.authenticates = True  # tests/test_auth.py: every API view declares it
+    return authenticated
 
 
 def current_user():

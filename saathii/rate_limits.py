@@ -25,7 +25,7 @@ STORE_FAILURE_LOG_SECONDS = 10
 
 def caller_key():
     """Limit by the user a token names; an invalid token is limited by address (and 401s)."""
-    # require_user has verified the token already on every limited route.
+    # authenticate has verified the token already on every limited route.
     user_id = g.get("user_id") or user_id_for_token(bearer_token())
     return f"user:{user_id}" if user_id is not None else f"ip:{get_remote_address()}"
 

@@ -1,7 +1,7 @@
 """Favorites endpoints: add, remove, check and list a user's favorite listeners."""
 from flask import Blueprint, g
 
-from ..auth import checks_user_itself, current_user, parsed, require_user
+from ..auth import authenticate, current_user
 from ..domain import favorite_changes, favorites
 from ..rate_limits import favorite_changes_limit, presence_lookups_limit
 from ..pagination import cursor_links, page_links
@@ -12,7 +12,6 @@ from ..schemas import (
 from . import json_body, path_id, query_args
 
 bp = Blueprint("favorites", __name__, url_prefix="/favorites")
-bp.before_request(require_user)
 
 DEFAULT_PER_PAGE = 20
 
@@ -25,11 +24,11 @@ def _action(listener, is_favorited, message):
 
 
 @bp.post("/add")
+@authenticate(account_in_query=True)
 @favorite_changes_limit
-@checks_user_itself
 def add():
     """Add a listener to the caller's favorites."""
-    listener_id = parsed(json_body, favorite_request_schema)["listener_id"]
+    listener_id = json_body(favorite_request_schema)["listener_id"]
     listener, created = favorite_changes.commit(favorites.ADDED, g.user_id, listener_id)
     message = (f"Successfully added {listener.username} to favorites" if created
                else f"Already favorited {listener.username}")
@@ -37,11 +36,11 @@ def add():
 
 
 @bp.delete("/remove")
+@authenticate(account_in_query=True)
 @favorite_changes_limit
-@checks_user_itself
 def remove():
     """Remove a listener from the caller's favorites."""
-    listener_id = parsed(json_body, favorite_request_schema)["listener_id"]
+    listener_id = json_body(favorite_request_schema)["listener_id"]
     listener, removed = favorite_changes.commit(favorites.REMOVED, g.user_id, listener_id)
     message = (f"Successfully removed {listener.username} from favorites" if removed
                else f"{listener.username} was not in favorites")
@@ -49,6 +48,7 @@ def remove():
 
 
 @bp.get("/check/<listener_id>")
+@authenticate
 @presence_lookups_limit  # it names another user, as presence look-ups do: one budget
 def check(listener_id):
     """Tell whether a listener is in the caller's favorites."""
@@ -58,10 +58,10 @@ def check(listener_id):
 
 
 @bp.get("")
-@checks_user_itself
+@authenticate(account_in_query=True)
 def index():
     """The caller's favorites, newest first, by page number or by cursor."""
-    args = parsed(query_args, favorites_query_schema)
+    args = query_args(favorites_query_schema)
     filters = {name: args[name] for name in ("online_only", "available_only")}
     base = {name: "true" for name, on in filters.items() if on}
     if "page" in args or "per_page" in args:

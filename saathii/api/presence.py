@@ -5,7 +5,7 @@ under /users/me. Both are served.
 """
 from flask import Blueprint, g
 
-from ..auth import checks_user_itself, current_user, parsed, require_user
+from ..auth import authenticate, current_user
 from ..domain import beats, presence, status_updates
 from ..extensions import db
 from ..rate_limits import heartbeat_limit, presence_lookups_limit
@@ -17,11 +17,11 @@ from . import json_body, path_id, query_args
 
 bp = Blueprint("presence", __name__)
 HEARTBEAT_RECEIVED = message_schema.dump({"message": "Heartbeat received"})
-bp.before_request(require_user)
 
 
 @bp.get("/both/status/me")
 @bp.get("/users/me/status")
+@authenticate
 def my_status():
     """The caller's own status."""
     status = presence.status_of(current_user().id)
@@ -31,8 +31,8 @@ def my_status():
 
 @bp.post("/both/status/heartbeat")
 @bp.post("/users/me/heartbeat")
+@authenticate(account_in_query=True)
 @heartbeat_limit
-@checks_user_itself
 def heartbeat():
     """Mark the caller online and seen now."""
     if not beats.beat(g.user_id):  # committed already when it applied
@@ -43,27 +43,26 @@ def heartbeat():
 
 @bp.put("/both/status/me")
 @bp.put("/users/me/status")
-@checks_user_itself  # the body is validated before the account check takes a connection
+@authenticate(account_in_query=True)  # the body is validated before the account check
 def update_my_status():
     """Change the caller's online, busy or wait_time state."""
-    changes = parsed(json_body, status_update_schema)
-    parsed(presence.check_update, changes)
+    changes = json_body(status_update_schema)
+    presence.check_update(changes)
     return status_schema.dump(status_updates.commit(g.user_id, changes))
 
 
 @bp.get("/users/<user_id>/presence")
+@authenticate(account_in_query=True)
 @presence_lookups_limit
-@checks_user_itself
 def user_presence(user_id):
     """One user's presence."""
-    return presence.presence_for(g.user_id, parsed(path_id, user_id, "user_id"))
+    return presence.presence_for(g.user_id, path_id(user_id, "user_id"))
 
 
 @bp.get("/users/presence")
+@authenticate(account_in_query=True)
 @presence_lookups_limit
-@checks_user_itself
 def batch_presence():
     """Presence of up to 100 users, ordered by user id; unknown ids are left out."""
-    user_ids = parsed(lambda: presence.parse_user_ids(
-        query_args(user_ids_query_schema)["user_ids"]))
+    user_ids = presence.parse_user_ids(query_args(user_ids_query_schema)["user_ids"])
     return presence.presence_batch(g.user_id, user_ids)
