@@ -2,7 +2,7 @@
 import orjson
 from flask.json.provider import DefaultJSONProvider
 
-# Dates, datetimes and dataclasses go through Flask's `default`, exactly as before;
+# Dates, datetimes and dataclasses go through Flask's `default`, as Flask writes them;
 # orjson writes the rest several times faster than the json module.
 OPTIONS = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
            | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_APPEND_NEWLINE)

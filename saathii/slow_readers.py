@@ -26,7 +26,7 @@ SOCKET_SERVED = "saathii.socket_served"  # set in the environ by the feed's view
 SEND_BUFFER_BYTES = 128 * 1024  # the kernel doubles it; REST answers are far smaller
 # An answer this small (most REST answers) fits a socket's send buffer whole from the
 # start (Linux's default tcp_wmem), so it is handed over as it is: the bound costs it
-# nothing (measured: 5 % of the heartbeat's rate when every answer went through it).
+# nothing, where wrapping every answer slowed the hot paths (BENCHMARKS.md).
 SMALL_ANSWER_BYTES = 16 * 1024
 
 

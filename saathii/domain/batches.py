@@ -161,9 +161,7 @@ class Batcher:
                 batch.taken = True
             self._write(batch)
             # Let the answered requests go and new changes join before the next batch is
-            # taken (a switch under gevent): bigger batches, fewer commits. Measured on
-            # the heartbeat bench: 0.95 ms of worker CPU a beat against 1.07 to 1.13 ms
-            # without it, 0.42 of the floor against 0.36 to 0.39 (BENCHMARKS.md).
+            # taken (a switch under gevent): bigger batches, fewer commits (BENCHMARKS.md).
             time.sleep(0)
 
     def _stopped(self, token):
