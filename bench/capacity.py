@@ -325,7 +325,7 @@ def run(args):
             result["rss_per_socket_kib"] = round(
                 (rss_mib(workers) - idle_rss) * 1024 / max(1, greeted), 1)
             log(f"connect: {result['connect']}, {result['rss_per_socket_kib']} KiB a socket")
-            for name, seconds in (("idle", args.idle), ("ramp", BEAT_SECONDS),
+            for name, seconds in (("idle", args.idle), ("ramp", args.ramp),
                                   ("steady", args.steady)):
                 server_cpu, pg_cpu = cpu_seconds(workers), cpu_seconds(postgres_pids())
                 client_cpu = sum(client.cpu_seconds() for client in clients)
@@ -411,6 +411,8 @@ def main():
     parser.add_argument("--users", default="10000",
                         help="users, or several separated by commas (each its own run)")
     parser.add_argument("--steady", type=float, default=60)
+    parser.add_argument("--ramp", type=float, default=BEAT_SECONDS,
+                        help="seconds of the ramp (everyone's first beat comes within 30 s)")
     parser.add_argument("--idle", type=float, default=15,
                         help="seconds of sockets alone (no requests) before the ramp")
     parser.add_argument("--concurrency", type=int, default=200,
@@ -425,7 +427,8 @@ def main():
                              "with --processes 2 or more)")
     parser.add_argument("--after-close", type=float, default=60,
                         help="seconds after the sockets close to read the memory again")
-    parser.add_argument("--smoke", action="store_true", help="300 users, 10 s steady")
+    parser.add_argument("--smoke", action="store_true",
+                        help="300 users, 10 s ramp, 10 s steady")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -434,7 +437,7 @@ def main():
     raise_fd_limit()
     counts = [300] if args.smoke else [int(n) for n in args.users.split(",")]
     if args.smoke:
-        args.steady, args.after_close, args.idle = 10, 2, 2
+        args.steady, args.after_close, args.idle, args.ramp = 10, 2, 2, 10
     results = []
     for users in counts:
         args.users = users

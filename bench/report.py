@@ -190,8 +190,8 @@ def render(run):
         f"gunicorn.conf.py; SAATHII_ENV=production, SCHEDULER_ENABLED=false, "
         f"LOG_LEVEL=WARNING, access log to /dev/null"
         + (f"; per-user rate limits on but raised to {HIGH_LIMIT} (RATELIMIT_*) so that "
-           "none refuses the load." if os.path.exists(os.path.join(ROOT, "saathii", "limits.py"))
-           else "."),
+           "none refuses the load."
+           if os.path.exists(os.path.join(ROOT, "saathii", "rate_limits.py")) else "."),
         "- Floor: `bench/floor.py`, a bare Flask app returning `{}`, under the same command "
         "and gunicorn.conf.py (`gunicorn -c gunicorn.conf.py floor:app`)"
         + (", measured before and after the scenarios; the ratio uses the mean."

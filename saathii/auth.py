@@ -93,6 +93,9 @@ def bearer_token():
     return token.strip() if scheme.lower() == "bearer" else None
 
 
+MALFORMED = (400, 415)  # a body, query or path the view could not read
+
+
 def authenticate(view=None, *, account_in_query=False):
     """Decorate a view that needs a caller: a valid access token (else 401) of an active
     account (else 401), checked before the view runs (and before its rate limit, which
@@ -117,11 +120,16 @@ def authenticate(view=None, *, account_in_query=False):
         try:
             return view(*args, **kwargs)
         except (APIError, ValidationError) as err:
-            if isinstance(err, ValidationError) or 400 <= err.status < 500:
-                current_user()  # a gone account hears 401, not why its request was wrong
+            # A malformed request (the view's query never ran): a gone account hears 401,
+            # not what was wrong with it. The domain's own refusals (404, 409...) come
+            # from queries that checked the account already.
+            if isinstance(err, ValidationError) or err.status in MALFORMED:
+                current_user()
             raise
 
-    authenticated.authenticates = True  # tests/test_auth.py: every API view declares it
+    # The view that answers is this wrapper itself (outermost: above any rate limit);
+    # tests/test_auth.py checks that every API view is.
+    authenticated.authenticates = authenticated
     return authenticated
 
 

@@ -163,6 +163,29 @@ def test_an_online_users_beat_is_one_statement_of_its_own(app, client, make_user
     assert status_row(app, online.id)[-1] == version + 1 and events == []
 
 
+def test_beats_written_before_a_failed_transaction_are_answered_as_written(
+        app, client, make_user, events, monkeypatch):
+    """PostgreSQL: when the transaction for the rest of a batch fails, the beats the
+    autocommit statement wrote are answered as written; only the rest get the error
+    (503: not written), and nothing of the transaction is announced."""
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        pytest.skip("SQLite: every beat is written in the batch's transaction")
+    online, offline = make_user("written_first"), make_user("left_offline")
+    go_online(client, online)
+    events.clear()
+
+    def failing(made):
+        raise sa.exc.OperationalError("UPDATE", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(beats, "transaction", failing)
+    with app.app_context():
+        results = written(beats.write_beats, [online.id, offline.id])
+    assert results[0] is True
+    assert isinstance(results[1], APIError) and results[1].status == 503
+    assert results[1].detail == "Service temporarily unavailable, try again shortly"
+    assert status_row(app, offline.id)[0] is False and events == []
+
+
 def test_an_online_users_beat_on_a_held_row_is_left_to_the_transaction(
         app, client, make_user, events):
     """PostgreSQL: a row another transaction holds is skipped by the autocommit statement

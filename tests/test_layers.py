@@ -1,9 +1,12 @@
 """Layers that point one way: views (api/) and the feed's transport (realtime/) call the
 domain, the domain calls storage and the event bus, and nothing imports in a circle."""
 import ast
+import os
 import pathlib
 import subprocess
 import sys
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "saathii"
@@ -66,6 +69,8 @@ def test_the_domain_imports_neither_the_views_nor_the_transport():
     assert {name: found for name, found in crossing.items() if found} == {}
 
 
+@pytest.mark.skipif(bool(os.environ.get("TEST_DATABASE_URL")),
+                    reason="no database involved: run once, on the SQLite pass")
 def test_each_module_imports_on_its_own():
     """Imported first, alone, each module loads (no order-dependent circular import).
     One interpreter for all: the package's modules are dropped before each, except the

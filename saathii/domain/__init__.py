@@ -34,22 +34,36 @@ def write_alone(statement, params):
     """PostgreSQL: run one writing statement on its own (autocommit: it commits when it
     returns); all its rows. No BEGIN, transaction id or COMMIT round trips; a statement
     cut short by a deadline or a lost connection has an unknown outcome: the caller's
-    DeadlineExceeded, or a DBAPIError whose connection_invalidated is set. Values are
-    bound as psycopg takes them (timestamps naive UTC)."""
-    return _run_pooled(*_sql(statement, db.engine.dialect), params)
+    DeadlineExceeded, or a DBAPIError whose connection_invalidated is set, unless the
+    error says `statement_sent = False` (no connection was had: nothing was written).
+    Values are bound as psycopg takes them (timestamps naive UTC)."""
+    sql, defaults = _sql(statement, db.engine.dialect)
+    try:
+        pooled = _checkout(sql, params)
+    except (sa.exc.DBAPIError, DeadlineExceeded) as err:
+        err.statement_sent = False
+        raise
+    return _run_pooled(sql, defaults, params, pooled)
 
 
-def _run_pooled(sql, defaults, params):
-    """Run compiled SQL on a pooled connection with psycopg itself, in autocommit.
+def _checkout(sql, params):
+    """A pooled connection (the pool's errors raised as SQLAlchemy's)."""
+    try:
+        return db.engine.raw_connection()
+    except psycopg.Error as err:  # the pool raises the driver's own error
+        raise _as_sqlalchemy(err, sql, params, lost=True) from err
+
+
+def _run_pooled(sql, defaults, params, pooled=None):
+    """Run compiled SQL on a pooled connection (taken now unless given) with psycopg
+    itself, in autocommit.
 
     Rows come as psycopg makes them (timestamps naive UTC, as stored): SQLAlchemy's
     execution and per-value result processing cost more than the query on a 100-row
     answer. Errors are raised as SQLAlchemy's, and a lost connection is discarded,
     as SQLAlchemy's own execution would do."""
-    try:
-        pooled = db.engine.raw_connection()
-    except psycopg.Error as err:  # the pool raises the driver's own error
-        raise _as_sqlalchemy(err, sql, params, lost=True) from err
+    if pooled is None:
+        pooled = _checkout(sql, params)
     connection = pooled.driver_connection
     try:
         connection.autocommit = True

@@ -18,12 +18,12 @@ import sqlalchemy as sa
 from .. import metrics
 from ..clock import clock
 from ..deadline import DeadlineExceeded
-from ..errors import outcome_unknown
+from ..errors import APIError, outcome_unknown, unavailable
 from ..events import transaction
 from ..extensions import db
 from ..models import User, UserStatus, naive_utc
 from . import in_ids, prebuilt, presence, write_alone
-from .batches import Batcher, app_batcher
+from .batches import DEADLOCK, LOCK_NOT_AVAILABLE, Batcher, app_batcher
 
 KEY = "saathii_beats"
 
@@ -86,16 +86,40 @@ def write_beats(user_ids, events):
     """Mark these users seen now: the active and online ones whose rows are free by one
     autocommit statement (PostgreSQL), then the rest in one transaction: the online ones
     in one statement (no state changes: no event), the offline ones brought online in
-    another, one event each (appended to events). Whether each beat applied: not for a
-    user with no status row or no active account. If the transaction fails, the whole
-    batch is answered with its error (the beats written before it are harmless to send
-    again)."""
+    another, one event each (appended to events). Whether each beat applied (True, or
+    the error of a beat the transaction could not write): not for a user with no status
+    row or no active account."""
     now = clock.now()
-    written = _write_free_beats(user_ids, now)
-    rest = [user_id for user_id in user_ids if user_id not in written]
+    free = _write_free_beats(user_ids, now)
+    written = set(free)
+    rest = [user_id for user_id in user_ids if user_id not in free]
     if rest:
-        _write_in_transaction(rest, now, events, written)
+        try:
+            _write_in_transaction(rest, now, events, written)
+        except (APIError, DeadlineExceeded, sa.exc.DBAPIError) as err:
+            if not free or _redone_by_the_batcher(err):
+                raise
+            # The free beats are written already: they are answered so, the rest with
+            # the error (nothing of the transaction was written, or its outcome is
+            # unknown, as the error says), and the transaction's events are dropped.
+            events.clear()
+            return [True if user_id in free else _answer_for(err) for user_id in user_ids]
     return [user_id in written for user_id in user_ids]
+
+
+def _redone_by_the_batcher(err):
+    """Whether the batcher writes the batch again after this error (a lock wait too long,
+    a deadlock): then every beat is answered by that second write."""
+    return isinstance(err, sa.exc.DBAPIError) and \
+        getattr(err.orig, "sqlstate", None) in (LOCK_NOT_AVAILABLE, DEADLOCK)
+
+
+def _answer_for(err):
+    """One request's own error for a beat the transaction did not write: an APIError as
+    it is, anything else (a stalled or lost database) 503."""
+    if isinstance(err, APIError):
+        return APIError(err.status, err.detail, err.errors, err.headers, err.close)
+    return unavailable()
 
 
 def _write_free_beats(user_ids, now):
@@ -107,9 +131,11 @@ def _write_free_beats(user_ids, now):
         return {row[0] for row in write_alone(
             _free_beats_statement(), {"ids": list(user_ids), "now": naive_utc(now)})}
     except DeadlineExceeded as err:
-        raise outcome_unknown() from err
+        if getattr(err, "statement_sent", True):
+            raise outcome_unknown() from err
+        raise
     except sa.exc.DBAPIError as err:
-        if err.connection_invalidated:
+        if err.connection_invalidated and getattr(err, "statement_sent", True):
             raise outcome_unknown() from err
         raise
 
