@@ -11,10 +11,11 @@ OPTIONS = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 class OrjsonProvider(DefaultJSONProvider):
     """Flask's JSON provider with orjson writing compact responses."""
 
-    sort_keys = False  # (self._app is the documented place of the provider's app)
+    sort_keys = False
 
     def response(self, *args, **kwargs):
         """A JSON response of the arguments, as Flask's provider makes it."""
+        # self._app: where Flask's JSONProvider documents that it keeps its app.
         if self.compact is False or (self.compact is None and self._app.debug):
             return super().response(*args, **kwargs)  # indented for people
         obj = _response_object(args, kwargs)

@@ -105,7 +105,7 @@ class Batcher:
         if index in batch.alone:  # blocked by a row lock: written on its own
             _outcome_of(batch.alone[index])
         elif batch.error is not None:
-            error = _copy_for_request(batch.error)
+            error = copy_for_request(batch.error)
             if error is batch.error:
                 raise error
             raise error from batch.error
@@ -340,7 +340,14 @@ def _lock_timed_out(err):
     return getattr(err.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE
 
 
-def _copy_for_request(error):
+def written_again_after(err):
+    """Whether a batcher writes a batch again after this error from its write: a row
+    lock waited for too long (the items one by one), or a deadlock (the whole batch)."""
+    return isinstance(err, sa.exc.DBAPIError) and (
+        _lock_timed_out(err) or getattr(err.orig, "sqlstate", None) == DEADLOCK)
+
+
+def copy_for_request(error):
     """A batch's error as one request's own exception: one object raised in many
     requests would gather all their frames in one traceback."""
     if isinstance(error, APIError):

@@ -23,7 +23,7 @@ from ..events import transaction
 from ..extensions import db
 from ..models import User, UserStatus, naive_utc
 from . import in_ids, prebuilt, presence, write_alone
-from .batches import DEADLOCK, LOCK_NOT_AVAILABLE, Batcher, app_batcher
+from .batches import Batcher, app_batcher, copy_for_request, written_again_after
 
 KEY = "saathii_beats"
 
@@ -97,7 +97,7 @@ def write_beats(user_ids, events):
         try:
             _write_in_transaction(rest, now, events, written)
         except (APIError, DeadlineExceeded, sa.exc.DBAPIError) as err:
-            if not free or _redone_by_the_batcher(err):
+            if not free or written_again_after(err):  # then every beat is answered so
                 raise
             # The free beats are written already: they are answered so, the rest with
             # the error (nothing of the transaction was written, or its outcome is
@@ -107,19 +107,10 @@ def write_beats(user_ids, events):
     return [user_id in written for user_id in user_ids]
 
 
-def _redone_by_the_batcher(err):
-    """Whether the batcher writes the batch again after this error (a lock wait too long,
-    a deadlock): then every beat is answered by that second write."""
-    return isinstance(err, sa.exc.DBAPIError) and \
-        getattr(err.orig, "sqlstate", None) in (LOCK_NOT_AVAILABLE, DEADLOCK)
-
-
 def _answer_for(err):
     """One request's own error for a beat the transaction did not write: an APIError as
     it is, anything else (a stalled or lost database) 503."""
-    if isinstance(err, APIError):
-        return APIError(err.status, err.detail, err.errors, err.headers, err.close)
-    return unavailable()
+    return copy_for_request(err) if isinstance(err, APIError) else unavailable()
 
 
 def _write_free_beats(user_ids, now):
