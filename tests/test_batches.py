@@ -2,6 +2,7 @@
 favorite changes is one transaction, each change keeps the rules it has alone, each
 real change makes one event (published after the commit, none if it rolls back), and
 one refused change refuses no other."""
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -184,6 +185,25 @@ def test_beats_written_before_a_failed_transaction_are_answered_as_written(
     assert isinstance(results[1], APIError) and results[1].status == 503
     assert results[1].detail == "Service temporarily unavailable, try again shortly"
     assert status_row(app, offline.id)[0] is False and events == []
+
+
+def test_a_beat_that_never_reached_the_database_is_not_of_unknown_outcome(
+        app, client, make_user, monkeypatch):
+    """PostgreSQL: no pooled connection to be had means the statement was never sent:
+    the database's error as it is (a plain 503), not "may or may not have been saved"."""
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        pytest.skip("SQLite: every beat is written in the batch's transaction")
+    online = make_user("no_connection")
+    go_online(client, online)
+
+    def no_connection():
+        raise psycopg.OperationalError("connection refused")
+
+    with app.app_context():
+        monkeypatch.setattr(db.engine, "raw_connection", no_connection)
+        with pytest.raises(sa.exc.DBAPIError) as raised:
+            beats.write_beats([online.id], [])
+    assert raised.value.statement_sent is False
 
 
 def test_an_online_users_beat_on_a_held_row_is_left_to_the_transaction(
