@@ -225,8 +225,8 @@ def writer_main(args):
     """Favorite add, then remove, of random (customer, listener) pairs at about
     --rate events a second, through the service's own code, until stdin closes."""
     from wsgi import app
-    from saathii.domain.favorites import add_favorite, remove_favorite
-    from saathii.extensions import db
+    from saathii.domain import favorite_changes
+    from saathii.domain.favorites import ADDED, REMOVED
 
     pairs = json.loads(sys.stdin.readline())
     customers, listeners = pairs["customers"], pairs["listeners"]
@@ -237,16 +237,12 @@ def writer_main(args):
     with app.app_context():
         while not stop.is_set():
             customer, listener = rng.choice(customers), rng.choice(listeners)
-            for change in (add_favorite, remove_favorite):
+            for kind in (ADDED, REMOVED):
                 try:
-                    change(customer, listener)
-                    db.session.commit()
+                    favorite_changes.commit(kind, customer, listener)
                     done += 1
                 except Exception:  # noqa: BLE001 - counted; the check tells what was stored
-                    db.session.rollback()
                     failed += 1
-                finally:
-                    db.session.close()
             time.sleep(2 / args.rate)
         time.sleep(1)  # let the relay's publisher thread send what is queued
     print(json.dumps({"event": "stopped", "committed": done, "failed": failed}), flush=True)

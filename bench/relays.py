@@ -61,7 +61,7 @@ def measure(relay, threads, events, redis_url):
 
     from config import Config
     from saathii import create_app
-    from saathii.events import Event, emit
+    from saathii.events import Event, publish_committed, transaction
     from saathii.extensions import db
     from saathii.realtime.pg_relay import PostgresRelay
     from saathii.realtime.relay import RedisRelay
@@ -95,12 +95,12 @@ def measure(relay, threads, events, redis_url):
         with app.app_context():
             for n in range(worker, events, threads):
                 user_id = n % USERS + 1
-                db.session.execute(update, {"id": user_id})
-                emit(Event("listener_busy", {"n": n, "user_id": user_id, "is_busy": True},
-                           subject_id=user_id))
-                committed[n] = time.perf_counter()  # latency counts from the commit
-                db.session.commit()
-            db.session.remove()
+                made = [Event("listener_busy", {"n": n, "user_id": user_id, "is_busy": True},
+                              subject_id=user_id)]
+                with transaction(made) as connection:
+                    connection.execute(update, {"id": user_id})
+                    committed[n] = time.perf_counter()  # latency counts from the commit
+                publish_committed(made)
 
     writers = [threading.Thread(target=write, args=(worker,)) for worker in range(threads)]
     started = time.perf_counter()

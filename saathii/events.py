@@ -8,18 +8,17 @@ from datetime import datetime
 import orjson
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy import event as sa_event
 
 from . import commits, metrics
 from .clock import clock, isoformat, parse_isoformat
 from .deadline import DeadlineExceeded
 from .errors import outcome_unknown
 from .extensions import db
-from .models import FeedEvent, RelayMessage, naive_utc
+from .models import FeedEvent, RelayMessage, aware_utc, naive_utc
+from .sql import prebuilt, read
 
 log = logging.getLogger(__name__)
 
-PENDING_KEY = "saathii_pending_events"
 PRESENCE_TYPES = frozenset({
     "listener_online", "listener_offline", "listener_busy", "listener_available",
     "presence_update",
@@ -114,16 +113,6 @@ def bus():
 STORE_MANY = sa.insert(FeedEvent).returning(FeedEvent.id, sort_by_parameter_order=True)
 
 
-def emit(event, store=False):
-    """Queue an event; it is published when the current transaction commits.
-
-    A stored event is also written, in the same transaction, for replay to its recipient.
-    """
-    if store:
-        store_events(db.session.connection(), [event])
-    db.session.info.setdefault(PENDING_KEY, []).append(event)
-
-
 # SQLite: a write that changes nothing takes the database's write lock at once, so no
 # other writer can commit between the batch's reads and its writes.
 _SQLITE_WRITE_LOCK = "UPDATE feed_events SET id = id WHERE 0"
@@ -171,30 +160,6 @@ def _commit(connection, xid, pid):
         connection.invalidate()  # mid-COMMIT: of no further use
         if not _settled(err, xid, pid):
             raise
-
-
-def commit_session():
-    """Commit the request's session; on PostgreSQL a COMMIT cut short is settled as a
-    batched writer's is (its events published if it committed). For rare writers (the
-    sweeper): it costs a round trip, for the transaction's id."""
-    session = db.session()
-    if db.engine.dialect.name != "postgresql":
-        session.commit()
-        return
-    session.flush()  # a failure writing the rows is not a COMMIT cut short
-    connection = session.connection()
-    xid, pid = commits.begin(connection)
-    pending = list(session.info.get(PENDING_KEY, ()))
-    try:
-        session.commit()
-    except (DeadlineExceeded, sa.exc.DBAPIError) as err:
-        connection.invalidate()  # mid-COMMIT: of no further use
-        session.rollback()  # drops the events staged: published below if it committed
-        if not _settled(err, xid, pid):
-            raise
-        publish_committed(pending)
-        if isinstance(err, DeadlineExceeded):
-            raise  # committed and announced; the caller's time is still up
 
 
 def _settled(err, xid, pid):
@@ -268,29 +233,48 @@ def store_events(connection, events):
         event.id = event_id
 
 
+_STORED_COLUMNS = (FeedEvent.type, FeedEvent.data, FeedEvent.user_id, FeedEvent.created_at,
+                   FeedEvent.id)
+
+
+@prebuilt
+def _stored_after():
+    return sa.select(*_STORED_COLUMNS).where(
+        FeedEvent.user_id == sa.bindparam("user"), FeedEvent.id > sa.bindparam("after")
+    ).order_by(FeedEvent.id)
+
+
+@prebuilt
+def _stored_from():
+    return sa.select(*_STORED_COLUMNS).where(
+        FeedEvent.user_id == sa.bindparam("user"), FeedEvent.id >= sa.bindparam("after")
+    ).order_by(FeedEvent.id)
+
+
+@prebuilt
+def _stored_since():
+    return sa.select(*_STORED_COLUMNS).where(
+        FeedEvent.created_at >= sa.bindparam("since", type_=sa.DateTime()),
+        FeedEvent.id > sa.bindparam("after")).order_by(FeedEvent.id).limit(sa.bindparam("limit"))
+
+
 def stored_events(user_id, after_id, including=False):
     """The stored events for a user after an event id (or from it, including it),
     oldest first."""
-    rows = db.session.scalars(
-        sa.select(FeedEvent).where(FeedEvent.user_id == user_id,
-                                   FeedEvent.id >= after_id if including
-                                   else FeedEvent.id > after_id)
-        .order_by(FeedEvent.id))
-    return [_stored(row) for row in rows]
+    statement = _stored_from() if including else _stored_after()
+    return [_stored(*row) for row in read(statement, {"user": user_id, "after": after_id})]
 
 
-def _stored(row):
-    return Event(type=row.type, data=row.data, subject_id=row.user_id,
-                 timestamp=row.created_at, id=row.id)
+def _stored(type_, data, user_id, created_at, event_id):
+    return Event(type=type_, data=data, subject_id=user_id, timestamp=aware_utc(created_at),
+                 id=event_id)
 
 
 def events_stored_since(since, after_id, limit):
     """Stored events (every recipient's) created at or after a time: a page of at most
     `limit`, after an event id, in id order."""
-    rows = db.session.scalars(
-        sa.select(FeedEvent).where(FeedEvent.created_at >= since, FeedEvent.id > after_id)
-        .order_by(FeedEvent.id).limit(limit))
-    return [_stored(row) for row in rows]
+    return [_stored(*row) for row in read(_stored_since(), {
+        "since": naive_utc(since), "after": after_id, "limit": limit})]
 
 
 def prune_relay_messages(older_than):
@@ -306,13 +290,6 @@ def prune_stored_events(older_than):
     return result.rowcount
 
 
-@sa_event.listens_for(db.session, "before_commit")
-def _stage_pending(session):
-    pending = session.info.get(PENDING_KEY)
-    if pending and not session.in_nested_transaction():  # a savepoint is not the commit
-        bus().stage(session.connection(), pending)
-
-
 def publish_committed(events):
     """Publish events whose transaction has committed. A failure is logged, never raised:
     the change stands, and its request must not hear that it failed."""
@@ -321,14 +298,3 @@ def publish_committed(events):
             bus().publish(event)
         except Exception:  # noqa: BLE001 - committed: the change stands, logged
             log.exception("publishing a committed event failed")
-
-
-@sa_event.listens_for(db.session, "after_commit")
-def _publish_pending(session):
-    publish_committed(session.info.pop(PENDING_KEY, []))
-
-
-@sa_event.listens_for(db.session, "after_soft_rollback")
-def _drop_pending(session, previous_transaction):
-    if previous_transaction.parent is None:
-        session.info.pop(PENDING_KEY, None)

@@ -18,6 +18,13 @@ def naive_utc(value):
     return value.astimezone(timezone.utc).replace(tzinfo=None)
 
 
+def aware_utc(value):
+    """A datetime as stored (naive UTC) or already aware, as an aware UTC one."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)
+
+
 class UTCDateTime(sa.TypeDecorator):
     """Stores naive UTC, returns aware UTC, whatever the backend."""
 
@@ -28,9 +35,7 @@ class UTCDateTime(sa.TypeDecorator):
         return naive_utc(value)
 
     def process_result_value(self, value, dialect):
-        if value is not None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value
+        return aware_utc(value)
 
 
 def _now():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from saathii.domain import favorites
+from saathii.domain import favorite_changes, favorites
 from saathii.extensions import db
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -120,8 +120,7 @@ def test_two_users_watch_each_other_live(app, make_user, customer, listener, ope
     others = [make_user(f"listener_{number:02}", "listener") for number in range(21)]
     with app.app_context():
         for other in others:
-            favorites.add_favorite(customer.id, other.id)
-        db.session.commit()
+            favorite_changes.commit(favorites.ADDED, customer.id, other.id)
     app.config["DEMO_TOKENS_FILE"].write_text(json.dumps([
         {"id": customer.id, "username": customer.username, "role": "customer",
          "token": customer.token},
@@ -367,8 +366,7 @@ def test_online_only_list_follows_presence(open_console, app, customer, listener
     other = make_user("meera_k", "listener")
     with app.app_context():
         for account in (listener, other):
-            favorites.add_favorite(customer.id, account.id)
-        db.session.commit()
+            favorite_changes.commit(favorites.ADDED, customer.id, account.id)
     customer_page = open_console()
     sign_in(customer_page, customer.token)
     listener_page = open_console()

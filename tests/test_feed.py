@@ -363,15 +363,13 @@ def test_an_event_committed_while_the_greeting_is_read_arrives_once(
     before the read is in last_event_id (and in the replay from since=0; without a
     cursor it is history, as for a client reconnecting from last_event_id), one
     committed just after arrives live; never twice."""
-    from saathii.domain.favorites import add_favorite
-    from saathii.extensions import db
+    from saathii.domain import favorite_changes, favorites
     from saathii.realtime import session
 
-    def favorite():  # another request, on its own thread and session
+    def favorite():  # another request, on its own thread
         def commit():
             with app.app_context():
-                add_favorite(customer.id, listener.id)
-                db.session.commit()
+                favorite_changes.commit(favorites.ADDED, customer.id, listener.id)
         worker = threading.Thread(target=commit)
         worker.start()
         worker.join(10)

@@ -303,7 +303,7 @@ def test_a_terminated_listening_connection_comes_back(
 def test_an_event_larger_than_a_notification_arrives(web_process, app, config, listener):
     """One event of over 8,000 bytes, committed by another process (this test's)."""
     needs_postgresql(config)
-    from saathii.events import Event, emit
+    from saathii.events import Event, publish_committed, transaction
 
     base, pids = start_web(web_process, config, None)
     feeds = feeds_on_every_worker(base, pids, listener)
@@ -313,9 +313,11 @@ def test_an_event_larger_than_a_notification_arrives(web_process, app, config, l
             assert app.config["EVENT_RELAY"] == "postgresql"
             app.config["NOTIFY_CHANNEL"] = web_process.notify_channel
             app.extensions["saathii_realtime"].relay.channel = web_process.notify_channel
-            emit(Event("presence_update", {"user_id": listener.id, "note": note},
-                       subject_id=listener.id))
-            db.session.commit()
+            events = [Event("presence_update", {"user_id": listener.id, "note": note},
+                            subject_id=listener.id)]
+            with transaction(events):
+                pass  # the event alone, staged for the relay as a writer's are
+            publish_committed(events)
         for client in every(feeds):
             update, = expect_types(client, ["presence_update"])
             assert update["data"] == {"user_id": listener.id, "note": note}

@@ -1,7 +1,7 @@
 """Favorites endpoints: add, remove, check and list a user's favorite listeners."""
 from flask import Blueprint, g
 
-from ..auth import authenticate, current_user
+from ..auth import authenticate
 from ..domain import favorite_changes, favorites
 from ..rate_limits import favorite_changes_limit, presence_lookups_limit
 from ..pagination import cursor_links, page_links
@@ -52,7 +52,7 @@ def remove():
 @presence_lookups_limit  # it names another user, as presence look-ups do: one budget
 def check(listener_id):
     """Tell whether a listener is in the caller's favorites."""
-    listener, found = favorites.is_favorited(current_user(), path_id(listener_id, "listener_id"))
+    listener, found = favorites.is_favorited(g.user_id, path_id(listener_id, "listener_id"))
     where = "in" if found else "not in"
     return _action(listener, found, f"{listener.username} is {where} favorites")
 

@@ -5,9 +5,9 @@ under /users/me. Both are served.
 """
 from flask import Blueprint, g
 
-from ..auth import authenticate, current_user
+from ..auth import authenticate
 from ..domain import beats, presence, status_updates
-from ..extensions import db
+from ..errors import unauthorized
 from ..rate_limits import heartbeat_limit, presence_lookups_limit
 from ..schemas import (
     message_schema, status_schema,
@@ -21,12 +21,10 @@ HEARTBEAT_RECEIVED = message_schema.dump({"message": "Heartbeat received"})
 
 @bp.get("/both/status/me")
 @bp.get("/users/me/status")
-@authenticate
+@authenticate(account_in_query=True)
 def my_status():
     """The caller's own status."""
-    status = presence.status_of(current_user().id)
-    db.session.commit()  # keeps the row if it had to be created
-    return status_schema.dump(status)
+    return status_schema.dump(status_updates.own_status(g.user_id))
 
 
 @bp.post("/both/status/heartbeat")
@@ -35,9 +33,8 @@ def my_status():
 @heartbeat_limit
 def heartbeat():
     """Mark the caller online and seen now."""
-    if not beats.beat(g.user_id):  # committed already when it applied
-        presence.heartbeat(current_user().id)
-        db.session.commit()
+    if not beats.beat(g.user_id):
+        raise unauthorized()
     return HEARTBEAT_RECEIVED
 
 

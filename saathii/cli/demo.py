@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from .. import demo_tokens
 from ..auth import create_access_token
-from ..domain import favorites, presence
+from ..domain import beats, favorite_changes, favorites, status_updates
 from ..domain.users import create_user
 from ..extensions import db
 from ..models import User
@@ -35,13 +35,13 @@ def seed():
     """Create the demo users (once) and return (listeners, customers)."""
     listeners = [_user(profile, "listener") for profile in LISTENERS]
     customers = [_user(profile, "customer") for profile in CUSTOMERS]
-    db.session.flush()
-    for listener in listeners[:3]:
-        favorites.add_favorite(customers[0].id, listener.id)
-    favorites.add_favorite(customers[1].id, listeners[0].id)
-    presence.heartbeat(listeners[0].id)
-    presence.update_status(listeners[1].id, {"is_busy": True, "wait_time": 10})
     db.session.commit()
+    # Through the service's own writers, as its requests change them.
+    for customer, listener in [(customers[0], listener) for listener in listeners[:3]] + [
+            (customers[1], listeners[0])]:
+        favorite_changes.commit(favorites.ADDED, customer.id, listener.id)
+    beats.beat(listeners[0].id)
+    status_updates.commit(listeners[1].id, {"is_busy": True, "wait_time": 10})
     return listeners, customers
 
 

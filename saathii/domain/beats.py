@@ -22,7 +22,8 @@ from ..errors import APIError, outcome_unknown, unavailable
 from ..events import transaction
 from ..extensions import db
 from ..models import User, UserStatus, naive_utc
-from . import in_ids, prebuilt, presence, write_alone
+from ..sql import in_ids, prebuilt, write_alone
+from . import presence
 from .batches import Batcher, app_batcher, copy_for_request, written_again_after
 
 KEY = "saathii_beats"
@@ -87,8 +88,8 @@ def write_beats(user_ids, events):
     autocommit statement (PostgreSQL), then the rest in one transaction: the online ones
     in one statement (no state changes: no event), the offline ones brought online in
     another, one event each (appended to events). Whether each beat applied (True, or
-    the error of a beat the transaction could not write): not for a user with no status
-    row or no active account."""
+    the error of a beat the transaction could not write): not for a user with no active
+    account."""
     now = clock.now()
     free = _write_free_beats(user_ids, now)
     written = set(free)
@@ -133,24 +134,30 @@ def _write_free_beats(user_ids, now):
 
 def _write_in_transaction(user_ids, now, events, applied):
     """Beats of user_ids in one transaction: online users' then arrivals (one event
-    each); adds the ids written to applied."""
+    each), a user without a status row given one first; adds the ids written to
+    applied."""
     with transaction(events) as connection:
         applied.update(row[0] for row in connection.execute(
             _beats_statement(), {"ids": list(user_ids), "now": now}))
         offline = set(user_ids).difference(applied)
         if offline:
-            for user_id, username, role, created_at, version in connection.execute(
-                    _arrivals_statement(), {"ids": sorted(offline), "now": now}):
-                events.append(presence.arrival(user_id, username, role, created_at, now,
-                                               version))
-                applied.add(user_id)
+            _bring_online(connection, offline, now, events, applied)
+            left = offline.difference(applied)
+            if left and presence.add_missing_statuses(connection, left, now):
+                _bring_online(connection, left, now, events, applied)
+
+
+def _bring_online(connection, user_ids, now, events, applied):
+    for user_id, username, role, created_at, version in connection.execute(
+            _arrivals_statement(), {"ids": sorted(user_ids), "now": now}):
+        events.append(presence.arrival(user_id, username, role, created_at, now, version))
+        applied.add(user_id)
 
 
 def beat(user_id):
     """An active user's heartbeat, written with the beats that arrive meanwhile and
-    committed before it returns: an offline user comes online (one event). Returns False
-    when it did not apply (no status row yet, or no active account): then
-    presence.heartbeat() must run."""
+    committed before it returns: an offline user comes online (one event). Whether it
+    applied: False when the account is not active."""
     return batcher().submit(user_id)
 
 

@@ -13,7 +13,7 @@ from ..clock import clock
 from ..errors import APIError
 from ..events import store_events, transaction
 from ..models import Favorite
-from . import prebuilt
+from ..sql import prebuilt
 from .batches import Batcher, app_batcher
 from .favorites import (
     ADDED, REMOVED, accounts, bump_versions, checked, favorite_event, insert_favorite,

@@ -8,26 +8,12 @@ from sqlalchemy.orm import aliased
 
 from ..clock import clock, isoformat
 from ..errors import bad_request, not_found, unauthorized
-from ..events import Event, emit
+from ..events import Event
 from ..extensions import db
 from ..models import Favorite, User, UserStatus
-from . import in_ids, prebuilt, read, upsert
+from ..sql import in_ids, prebuilt, read, upsert
+from .users import Caller
 
-
-
-def _find_listener(user_id):
-    """The active listener with this id, or 404 (customers and deactivated accounts
-    are not named to other users)."""
-    user = db.session.get(User, user_id)
-    if user is None or user.role != "listener" or not user.is_active:
-        raise not_found("Listener not found")
-    return user
-
-
-def _core():
-    """The session's connection, in its transaction: Core statements skip the ORM's
-    bulk-statement layer, which costs more than these one-row statements."""
-    return db.session.connection()
 
 
 @prebuilt
@@ -107,40 +93,23 @@ def write_one(connection, kind, caller_id, listener_id, now):
         "caller": caller_id, "listener": listener_id}).rowcount > 0
 
 
-def _change(kind, caller_id, listener_id):
-    # The caller and the listener in one query: a change to favorites checks the
-    # caller's account itself.
-    users = {row.id: row for row in _core().execute(
-        accounts(), {"ids": sorted({caller_id, listener_id})})}
-    caller, listener = checked(kind, users, caller_id, listener_id)
-    changed = write_one(_core(), kind, caller_id, listener_id, clock.now())
-    if changed:
-        _core().execute(bump_versions(), {"ids": [caller.id]})
-        emit(favorite_event(kind, caller, listener_id), store=True)
-    return listener, changed
+@prebuilt
+def _check_statement():
+    """The active listener :listener and whether :caller has favorited them."""
+    favorited = sa.select(Favorite.id).where(
+        Favorite.user_id == sa.bindparam("caller"), Favorite.listener_id == User.id).exists()
+    return sa.select(User.id, User.username, favorited).where(
+        User.id == sa.bindparam("listener"), User.role == "listener", User.is_active == sa.true())
 
 
-def add_favorite(caller_id, listener_id):
-    """Favorite a listener in the session's transaction; return (listener, created).
-    Idempotent. 401 if the caller's account is gone."""
-    return _change(ADDED, caller_id, listener_id)
-
-
-def remove_favorite(caller_id, listener_id):
-    """Unfavorite a user in the session's transaction; return (listener, removed).
-    Idempotent. 401 if the caller's account is gone."""
-    return _change(REMOVED, caller_id, listener_id)
-
-
-def is_favorited(user, listener_id):
-    """Return (listener, whether the user has favorited them)."""
-    listener = _find_listener(listener_id)
-    found = db.session.scalar(
-        sa.select(Favorite.id).where(
-            Favorite.user_id == user.id, Favorite.listener_id == listener_id
-        )
-    )
-    return listener, found is not None
+def is_favorited(caller_id, listener_id):
+    """Return (listener, whether the caller has favorited them); 404 unless the listener
+    is active (customers and deactivated accounts are not named to other users)."""
+    rows = read(_check_statement(), {"caller": caller_id, "listener": listener_id})
+    if not rows:
+        raise not_found("Listener not found")
+    user_id, username, found = rows[0]
+    return Caller(user_id, username, "listener"), bool(found)
 
 
 @dataclass

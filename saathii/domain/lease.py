@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from ..clock import clock
 from ..extensions import db
 from ..models import SchedulerLease
-from . import upsert
+from ..sql import upsert
 
 
 def acquire(name, holder, seconds):

@@ -1,15 +1,13 @@
 """Presence: who is online, busy or available, and the one place that changes it."""
 import sqlalchemy as sa
-from sqlalchemy.orm import aliased, joinedload
-from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm import aliased
 
 from ..clock import clock, isoformat
 from ..errors import APIError, bad_request, not_found, unauthorized
 from ..fields import is_id
-from ..events import Event, emit
-from ..extensions import db
+from ..events import Event
 from ..models import User, UserStatus, naive_utc
-from . import in_ids, prebuilt, read
+from ..sql import in_ids, prebuilt, read, upsert
 from .users import Caller
 
 MAX_BATCH = 100
@@ -46,30 +44,17 @@ def _event_type(status, was_online, was_busy):
     return "listener_available" if was_online and was_busy else "listener_online"
 
 
-def change_status(status, is_online=None, is_busy=None, wait_time=..., seen=False):
-    """Apply a presence change, keep its rules, and emit one event if the state changed.
-
-    Every change of presence, from any source, goes through here (or, for writers that
-    change many users at once in a transaction of their own, through changed_status).
-    """
-    event = changed_status(status, is_online, is_busy, wait_time, seen)
-    if event is not None:
-        emit(event)
-    return status
-
-
 def changed_status(status, is_online=None, is_busy=None, wait_time=..., seen=False,
                    now=None):
-    """Apply a presence change to a status (a row, or a Status) and keep its rules;
-    return the one event it makes, or None if the state did not change.
+    """Apply a presence change to a Status and keep its rules; return the one event it
+    makes, or None if the state did not change. Every change of presence, from any
+    source, goes through here (and its writer publishes the event once it commits).
 
     The event carries the version the change is written with: one more than the
     status's (every writer moves a row's version by one a write, and a batch that
     changes a user twice counts each change: see status_updates), so that a socket
     hearing two changes out of order keeps the newer."""
     now = now or clock.now()
-    # Read before anything can flush the change (a lazy load of status.user autoflushes,
-    # and the ORM's flush moves the version itself).
     version = (status.version or 0) + 1
     before = (status.is_online, status.is_busy, status.wait_time)
     online = status.is_online if is_online is None else is_online
@@ -131,11 +116,6 @@ def arrival(user_id, username, role, created_at, now, version):
     return changed_status(status, is_online=True, seen=True, now=now)
 
 
-def heartbeat(user_id):
-    """The user is here: online now, last seen now."""
-    return _apply(user_id, lambda status: change_status(status, is_online=True, seen=True))
-
-
 def check_update(changes):
     """Refuse a status update that is empty or contradicts itself (400)."""
     if not changes:
@@ -148,16 +128,9 @@ def check_update(changes):
         raise bad_request(WAIT_TIME_NEEDS_BUSY)
 
 
-def update_status(user_id, changes):
-    """Apply a client's status update (any of is_online, is_busy, wait_time) in the
-    session's transaction (the caller commits)."""
-    check_update(changes)
-    return _apply(user_id, lambda status: apply_update(status, changes))
-
-
-def apply_update(status, changes, change=change_status):
-    """Apply a client's status update to a status by the rules (409 if wait_time is given
-    to a user who does not stay busy); return what change returns."""
+def apply_update(status, changes, now):
+    """Apply a client's status update to a Status by the rules (409 if wait_time is given
+    to a user who does not stay busy); return the event it makes, or None."""
     is_online, is_busy = changes.get("is_online"), changes.get("is_busy")
     if is_busy and is_online is None:
         is_online = True  # going busy means being in the app
@@ -166,32 +139,43 @@ def apply_update(status, changes, change=change_status):
     if changes.get("wait_time") is not None and not stays_busy:
         # A fine request, but not for a user who is not busy now.
         raise APIError(409, WAIT_TIME_NEEDS_BUSY)
-    return change(status, is_online=is_online, is_busy=is_busy,
-                  wait_time=changes.get("wait_time", ...), seen=True)
+    return changed_status(status, is_online=is_online, is_busy=is_busy,
+                          wait_time=changes.get("wait_time", ...), seen=True, now=now)
 
 
-def _apply(user_id, change):
-    """Run a change on the freshest status row; redo it if another writer got there first."""
-    for _attempt in range(MAX_ATTEMPTS):
-        try:
-            status = status_of(user_id)
-            change(status)
-            db.session.flush()
-            return status
-        except StaleDataError:
-            db.session.rollback()
-    raise APIError(409, "The status changed concurrently; try again")
+@prebuilt
+def _own_status_statement():
+    """The active user :user's status row (no row: none, or no active account)."""
+    return (sa.select(*status_columns()).join(User, User.id == UserStatus.user_id)
+            .where(UserStatus.user_id == sa.bindparam("user"), User.is_active == sa.true()))
 
 
-def status_of(user_id):
-    """The user's own status row, read afresh (created, offline, if it is missing)."""
-    status = db.session.get(UserStatus, user_id, populate_existing=True,
-                            options=[joinedload(UserStatus.user)])
-    if status is None:
-        status = UserStatus(user_id=user_id, is_online=False, is_busy=False)
-        db.session.add(status)
-        db.session.flush()
-    return status
+def own_status(user_id):
+    """The user's own status (a Status), or None if they have no status row or no active
+    account."""
+    rows = read(_own_status_statement(), {"user": user_id})
+    return Status(*rows[0]) if rows else None
+
+
+@prebuilt
+def _missing_statuses_statement():
+    """An offline status row for each active user among :ids who has none."""
+    now = sa.bindparam("now", type_=UserStatus.created_at.type)
+    users = (sa.select(User.id, sa.false(), sa.false(), now, now, sa.literal(1))
+             .where(in_ids(User.id, "ids"), User.is_active == sa.true()))
+    return (upsert(UserStatus)
+            .from_select(["user_id", "is_online", "is_busy", "created_at", "updated_at",
+                          "version"], users)
+            .on_conflict_do_nothing(index_elements=["user_id"])
+            .returning(UserStatus.user_id))
+
+
+def add_missing_statuses(connection, user_ids, now):
+    """In a writer's transaction: give the active users among user_ids who have no status
+    row an offline one (every user is created with one; rows removed by hand or imported
+    without one are made on their first change); the ids given one."""
+    return {row[0] for row in connection.execute(
+        _missing_statuses_statement(), {"ids": sorted(user_ids), "now": now})}
 
 
 @prebuilt

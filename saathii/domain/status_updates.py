@@ -7,20 +7,16 @@ real change), the changed rows written in one statement with the version check t
 sweeper and every writer use, one commit, then the events published. An update refused
 by the rules (409) refuses no other of its batch.
 """
-from functools import partial
-
 import sqlalchemy as sa
 
 from ..clock import clock
 from ..errors import APIError, unauthorized
 from ..events import transaction
-from ..extensions import db
 from ..models import User, UserStatus, naive_utc
-from . import in_ids, prebuilt
-from .users import active_caller
+from ..sql import in_ids, prebuilt
+from . import presence
 from .batches import Batcher, app_batcher
-from .presence import (MAX_ATTEMPTS, Status, apply_update, changed_status, status_columns,
-                       update_status)
+from .presence import MAX_ATTEMPTS, Status, add_missing_statuses, apply_update, status_columns
 
 KEY = "saathii_status_updates"
 
@@ -30,12 +26,22 @@ def commit(user_id, changes):
     return the new status (401 if the account is gone). Written with the updates of
     other users that arrive meanwhile, in one transaction (see write_updates)."""
     found = batcher().submit((user_id, changes))
-    if found is None:  # no status row yet, or no active account
-        if active_caller(user_id) is None:
-            raise unauthorized()
-        found = update_status(user_id, changes)
-        db.session.commit()
+    if found is None:  # no active account
+        raise unauthorized()
     return found
+
+
+def own_status(user_id):
+    """The user's own status values (401 if the account is gone); a user without a status
+    row is given one, offline."""
+    status = presence.own_status(user_id)
+    if status is None:
+        with transaction([]) as connection:
+            presence.add_missing_statuses(connection, [user_id], clock.now())
+        status = presence.own_status(user_id)
+        if status is None:
+            raise unauthorized()
+    return status.values()
 
 
 def batcher():
@@ -75,36 +81,55 @@ def _write_status():
 
 
 class _Stale(Exception):
-    """A row's version moved between the read and the write: the batch is redone. (The
-    rows are locked from the read, and SQLite's transaction holds its write lock, so
-    this is the version rule kept, not a path taken.)"""
+    """A row's version moved between the read and the write: the transaction is redone.
+    (The rows are locked from the read, and SQLite's transaction holds its write lock,
+    so this is the version rule kept, not a path taken.)"""
 
 
-def write_updates(items, events):
-    """Apply (user id, changes) status updates of many users in one transaction: their
-    rows read and locked in one statement, each update applied in turn by the rules of
-    changed_status (one event per real change), the changed rows written in one
-    statement, one commit; the events appended to events. Per item: the new status
-    values, the error refusing it, or None when the user has no status row or no active
-    account."""
+def write_statuses(read_rows, apply, events):
+    """The one way presence is written: in one transaction, read_rows(connection) reads
+    the status rows to change (locked) as Statuses; apply(found, made) changes them by
+    the rules (presence.changed_status, moving each one's version by one a change and
+    appending its events to made) and returns (its result, the Statuses changed); those
+    rows are written in one statement with the version check, one commit, and the
+    events appended to events. Redone on fresh rows if a version moved (rolled back:
+    nothing is written or announced twice); 409 if that keeps happening."""
     for _attempt in range(MAX_ATTEMPTS):
         made = []
         try:
-            results = _write_updates(items, made)
+            with transaction(made) as connection:
+                found = {status.user_id: status for status in read_rows(connection)}
+                read_versions = {user_id: status.version for user_id, status in found.items()}
+                result, changed = apply(found, made)
+                if changed and not _write_versioned(connection, changed, read_versions):
+                    raise _Stale()
         except _Stale:
-            continue  # another writer got there first: rolled back, read afresh and redone
+            continue
         events.extend(made)
-        return results
+        return result
     raise APIError(409, "The status changed concurrently; try again")
 
 
-def _write_updates(items, events):
+def locked_statuses(connection, user_ids, now):
+    """The status rows of the active users among user_ids, locked, as Statuses (a user
+    without a row is given one, offline, first)."""
+    ids = sorted(set(user_ids))
+    rows = connection.execute(_locked_statuses(), {"ids": ids}).all()
+    if len(rows) < len(ids):
+        missing = set(ids).difference(row[0] for row in rows)
+        if add_missing_statuses(connection, missing, now):
+            rows = connection.execute(_locked_statuses(), {"ids": ids}).all()
+    return [Status(*row) for row in rows]
+
+
+def write_updates(items, events):
+    """Apply (user id, changes) status updates of many users in one transaction (see
+    write_statuses): each update applied in turn by the rules of changed_status (one
+    event per real change). Per item: the new status values, the error refusing it, or
+    None when the user has no active account."""
     now = clock.now()
-    with transaction(events) as connection:
-        rows = connection.execute(_locked_statuses(),
-                                  {"ids": sorted({user_id for user_id, _ in items})})
-        found = {row[0]: Status(*row) for row in rows}
-        read_versions = {user_id: status.version for user_id, status in found.items()}
+
+    def apply(found, made):
         results, changed = [], {}
         for user_id, changes in items:
             status = found.get(user_id)
@@ -112,7 +137,7 @@ def _write_updates(items, events):
                 results.append(None)
                 continue
             try:
-                event = apply_update(status, changes, partial(changed_status, now=now))
+                event = apply_update(status, changes, now)
             except APIError as err:
                 results.append(err)
                 continue
@@ -120,12 +145,14 @@ def _write_updates(items, events):
             # batch the later event carries the higher version.
             status.version += 1
             if event is not None:
-                events.append(event)
+                made.append(event)
             changed[user_id] = status
             results.append(status.values())
-        if changed and not _write_versioned(connection, changed.values(), read_versions):
-            raise _Stale()
-    return results
+        return results, list(changed.values())
+
+    return write_statuses(
+        lambda connection: locked_statuses(connection, [i for i, _ in items], now),
+        apply, events)
 
 
 # PostgreSQL writes a batch's rows in one statement, from arrays (executemany would

@@ -5,15 +5,16 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy.orm import joinedload
-from sqlalchemy.orm.exc import StaleDataError
 
 from .. import metrics
 from ..clock import clock
-from ..events import commit_session, prune_relay_messages, prune_stored_events
+from ..errors import APIError
+from ..events import prune_relay_messages, prune_stored_events, publish_committed
 from ..extensions import db
-from ..models import UserStatus
-from .presence import change_status
+from ..models import User, UserStatus, aware_utc, naive_utc
+from ..sql import prebuilt, read
+from .presence import Status, changed_status, status_columns
+from .status_updates import write_statuses
 
 log = logging.getLogger(__name__)
 
@@ -31,73 +32,93 @@ class SweepResult:
     events_pruned: int = 0
 
 
-def _commit_or_retry(load, change, attempts=5):
-    """Load rows, change them and commit; if another writer changed one of them meanwhile,
-    its version check fails, the batch (with its events) is rolled back and redone on
-    fresh rows, so nothing is changed, or announced, twice. Returns the rows changed."""
-    for _attempt in range(attempts):
-        rows = load()
-        changed = sum(1 for status in rows if change(status))
-        try:
-            commit_session()  # a COMMIT cut short is settled: its events published
-            return changed, len(rows)
-        except StaleDataError:
-            db.session.rollback()
-    log.warning("sweep batch kept colliding with other writers; left for the next sweep")
-    return 0, 0
+def _write(read_rows, change):
+    """Change the status rows read_rows(connection) reads (locked) in one transaction by
+    change(status) -> event or None, through the one presence writer
+    (status_updates.write_statuses), and publish the events once committed; returns (rows
+    changed, rows read). A batch that keeps colliding with other writers is left for the
+    next sweep."""
+    events = []
 
+    def apply(found, made):
+        changed = []
+        for status in found.values():
+            event = change(status)
+            if event is not None:
+                status.version += 1
+                made.append(event)
+                changed.append(status)
+        return (len(changed), len(found)), changed
 
-def _with_user(query):
-    return db.session.scalars(query.options(joinedload(UserStatus.user))
-                              .execution_options(populate_existing=True)).all()
+    try:
+        result = write_statuses(read_rows, apply, events)
+    except APIError:
+        log.warning("sweep batch kept colliding with other writers; left for the next sweep")
+        return 0, 0
+    publish_committed(events)
+    return result
 
 
 def lapsed(cutoff):
     """Online users last seen before cutoff, oldest first (served by a partial index)."""
-    return (sa.select(UserStatus)
+    return (sa.select(*status_columns()).join(User, User.id == UserStatus.user_id)
             .where(UserStatus.is_online == sa.true(), UserStatus.last_seen < cutoff)
             .order_by(UserStatus.last_seen))
+
+
+def _locked(query):
+    """The rows of a query as Statuses, locked; on PostgreSQL a row another writer holds
+    is skipped (it is being written now: the next sweep sees it again)."""
+    query = query.with_for_update(of=UserStatus, skip_locked=True)
+    return lambda connection: [Status(*row) for row in connection.execute(query)]
 
 
 def take_lapsed_offline(now, timeout_seconds):
     """Mark offline every online user not seen for timeout_seconds (ending busy too)."""
     query = lapsed(now - timedelta(seconds=timeout_seconds)).limit(BATCH)
-
-    def offline(status):
-        change_status(status, is_online=False)
-        return True
-
     total = 0
     while True:
-        changed, seen = _commit_or_retry(lambda: _with_user(query), offline)
+        changed, seen = _write(_locked(query),
+                               lambda status: changed_status(status, is_online=False, now=now))
         total += changed
         if seen < BATCH:
             return total
 
 
+@prebuilt
+def _busy_candidates():
+    """Users busy with a wait time since before :cutoff (the partial index finds them)."""
+    return (sa.select(UserStatus.user_id, UserStatus.busy_since, UserStatus.wait_time)
+            .where(UserStatus.is_busy == sa.true(), UserStatus.wait_time.is_not(None),
+                   UserStatus.busy_since < sa.bindparam("cutoff", type_=sa.DateTime())))
+
+
 def end_expired_busy(now, grace_seconds):
     """Make available every user busy for longer than their wait_time plus the grace."""
     # Only rows busy for at least the grace can have expired; the partial index finds them.
-    candidates = (sa.select(UserStatus.user_id, UserStatus.busy_since, UserStatus.wait_time)
-                  .where(UserStatus.is_busy == sa.true(), UserStatus.wait_time.is_not(None),
-                         UserStatus.busy_since < now - timedelta(seconds=grace_seconds)))
-    expired = [user_id for user_id, since, wait in db.session.execute(candidates)
-               if since + timedelta(minutes=wait, seconds=grace_seconds) <= now]
+    cutoff = naive_utc(now - timedelta(seconds=grace_seconds))
+    expired = [user_id for user_id, since, wait in read(_busy_candidates(), {"cutoff": cutoff})
+               if _expired(since, wait, now, grace_seconds)]
 
     def available(status):
-        if status.is_busy and status.wait_time is not None and status.busy_since is not None \
-                and status.busy_since + timedelta(minutes=status.wait_time,
-                                                  seconds=grace_seconds) <= now:
-            change_status(status, is_busy=False)
-            return True
-        return False
+        if status.is_busy and _expired(status.busy_since, status.wait_time, now, grace_seconds):
+            return changed_status(status, is_busy=False, now=now)
+        return None
 
     total = 0
     for start in range(0, len(expired), BATCH):
         chunk = expired[start:start + BATCH]
-        query = sa.select(UserStatus).where(UserStatus.user_id.in_(chunk))
-        total += _commit_or_retry(lambda: _with_user(query), available)[0]
+        query = sa.select(*status_columns()).join(User, User.id == UserStatus.user_id) \
+            .where(UserStatus.user_id.in_(chunk)).order_by(UserStatus.user_id)
+        total += _write(_locked(query), available)[0]
     return total
+
+
+def _expired(busy_since, wait_time, now, grace_seconds):
+    """Whether a busy state with this wait time, begun then, has ended (and the grace)."""
+    if busy_since is None or wait_time is None:
+        return False
+    return aware_utc(busy_since) + timedelta(minutes=wait_time, seconds=grace_seconds) <= now
 
 
 @metrics.observed_sweep

@@ -8,6 +8,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from ..extensions import db
 from ..fields import StrictInteger, MAX_ID
 from ..models import User, UserStatus
+from ..sql import prebuilt, read
 
 
 @dataclass(frozen=True)
@@ -24,13 +25,16 @@ class Caller:
         return self.role == "listener"
 
 
+@prebuilt
+def _active_statement():
+    return sa.select(User.id, User.username, User.role, User.favorites_version).where(
+        User.id == sa.bindparam("user"), User.is_active == sa.true())
+
+
 def active_caller(user_id):
     """Return the Caller for an active user id, or None."""
-    row = db.session.execute(
-        sa.select(User.id, User.username, User.role, User.favorites_version)
-        .where(User.id == user_id, User.is_active == sa.true())
-    ).first()
-    return Caller(*row) if row is not None else None
+    rows = read(_active_statement(), {"user": user_id})
+    return Caller(*rows[0]) if rows else None
 
 
 class UserImportSchema(Schema):

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from ..deadline import DeadlineExceeded, deadline
 from ..extensions import db
 from ..models import User
+from ..sql import in_ids, prebuilt, read
 from .memory import MemoryRelease
 
 log = logging.getLogger(__name__)
@@ -22,13 +23,17 @@ log = logging.getLogger(__name__)
 CHUNK = 1000
 
 
+@prebuilt
+def _active_among():
+    return sa.select(User.id).where(in_ids(User.id, "ids"), User.is_active == sa.true())
+
+
 def inactive_among(user_ids):
     """The ids among user_ids that belong to no active user."""
     active = set()
     for start in range(0, len(user_ids), CHUNK):
         chunk = user_ids[start:start + CHUNK]
-        active.update(db.session.scalars(sa.select(User.id).where(
-            User.id.in_(chunk), User.is_active == sa.true())))
+        active.update(row[0] for row in read(_active_among(), {"ids": chunk}))
     return [user_id for user_id in user_ids if user_id not in active]
 
 

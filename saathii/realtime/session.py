@@ -11,9 +11,9 @@ from flask import current_app
 from simple_websocket import ConnectionClosed
 
 from .. import metrics, rate_limits
-from ..domain.users import active_caller
 from ..deadline import DeadlineExceeded, deadline, reset_on_close
-from ..domain import beats, prebuilt, presence, read
+from ..domain import beats
+from ..sql import prebuilt, read
 from ..events import stored_events
 from ..extensions import db
 from ..errors import APIError, restarting
@@ -277,15 +277,9 @@ class FeedSession:
             return
         try:
             with deadline(self.timeout, "feed ping"):  # a stalled database: no hang
-                if beats.beat(user_id):
-                    return
-                if active_caller(user_id) is None:
+                if not beats.beat(user_id):
                     self.connection.close(1008, "Account deactivated")
-                    return
-                presence.heartbeat(user_id)
-                db.session.commit()
         except (sa.exc.SQLAlchemyError, APIError, DeadlineExceeded):
-            db.session.rollback()
             log.warning("feed ping could not record a heartbeat for user %s", user_id,
                         exc_info=True)
         finally:
