@@ -1,106 +1,27 @@
-"""The OpenAPI 3 document, generated from the marshmallow schemas."""
+"""The OpenAPI 3 document, written from the app's routes and what each view declares
+(saathii/api/contract.py) with the marshmallow schemas that validate and dump."""
+import re
+
 from apispec import APISpec
-from apispec.ext.marshmallow import MarshmallowPlugin
+from apispec.ext.marshmallow import MarshmallowPlugin, resolver
 
 from . import schemas as s
+from .api.contract import ERROR_DESCRIPTIONS, contract_of
 from .fields import MAX_ID
 
 JSON = "application/json"
-
-
-def _body(schema):
-    return {"required": True, "content": {JSON: {"schema": schema}}}
-
-
-def _ok(schema, description="OK", headers=None):
-    response = {"description": description, "content": {JSON: {"schema": schema}}}
-    if headers:
-        response["headers"] = headers
-    return response
-
-
-def _errors(*codes):
-    text = {
-        400: "Invalid input", 401: "Missing, invalid or expired token",
-        404: "Not found", 409: "Not possible in the current state (wait_time while not "
-                                  "busy, or a status changed concurrently)",
-        413: "Body over 16 KiB", 415: "Body is not JSON", 429: "Rate limit exceeded",
-        503: "Database unavailable",
-    }
-    # Any request can be malformed (400), unauthenticated (401) or meet an outage (503).
-    return {str(code): {"description": text[code], "content": {JSON: {"schema": "Error"}}}
-            for code in sorted({*codes, 400, 401, 503})}
-
-
-def _id_param(name, description):
-    return {"in": "path", "name": name, "required": True, "description": description,
-            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
-
-
-BODY_ERRORS = (400, 413, 415)
-LINK = {"Link": {"description": "RFC 8288 links: next, prev (and first, last in page mode)",
-                 "schema": {"type": "string"}}}
-
-OPERATIONS = {
-    "/favorites/add": {"post": {
-        "tags": ["favorites"], "summary": "Add a listener to my favorites",
-        "requestBody": _body(s.FavoriteRequestSchema),
-        "responses": {"200": _ok(s.FavoriteActionSchema),
-                      **_errors(*BODY_ERRORS, 404, 429)}}},
-    "/favorites/remove": {"delete": {
-        "tags": ["favorites"], "summary": "Remove a listener from my favorites",
-        "requestBody": _body(s.FavoriteRequestSchema),
-        "responses": {"200": _ok(s.FavoriteActionSchema),
-                      **_errors(*BODY_ERRORS, 404, 429)}}},
-    "/favorites/check/{listener_id}": {"get": {
-        "tags": ["favorites"], "summary": "Is this listener in my favorites?",
-        "parameters": [_id_param("listener_id", "The listener's user id")],
-        "responses": {"200": _ok(s.FavoriteActionSchema), **_errors(400, 404, 429)}}},
-    "/favorites": {"get": {
-        "tags": ["favorites"],
-        "summary": "My favorites, newest first, by page (page, per_page) or by cursor "
-                   "(limit, max_id, since_id, min_id)",
-        "description": "With any cursor parameter (limit, max_id, since_id, min_id) the "
-                       "list is paged by cursor and page/per_page are ignored; min_id "
-                       "wins over since_id.",
-        "parameters": [{"in": "query", "schema": s.FavoritesQuerySchema}],
-        "responses": {"200": _ok(s.FavoritesPageSchema, headers=LINK), **_errors(400)}}},
-    "/both/status/me": {
-        "get": {"tags": ["presence"], "summary": "My status",
-                "responses": {"200": _ok(s.StatusSchema), **_errors()}},
-        "put": {"tags": ["presence"], "summary": "Update my status",
-                "requestBody": _body(s.StatusUpdateSchema),
-                "responses": {"200": _ok(s.StatusSchema), **_errors(*BODY_ERRORS, 409)}}},
-    "/both/status/heartbeat": {"post": {
-        "tags": ["presence"], "summary": "Heartbeat: I am online",
-        "responses": {"200": _ok(s.MessageSchema), **_errors(429)}}},
-    "/users/me/status": {
-        "get": {"tags": ["presence"], "summary": "My status (client alias)",
-                "responses": {"200": _ok(s.StatusSchema), **_errors()}},
-        "put": {"tags": ["presence"], "summary": "Update my status (client alias)",
-                "requestBody": _body(s.StatusUpdateSchema),
-                "responses": {"200": _ok(s.StatusSchema), **_errors(*BODY_ERRORS, 409)}}},
-    "/users/me/heartbeat": {"post": {
-        "tags": ["presence"], "summary": "Heartbeat (client alias)",
-        "responses": {"200": _ok(s.MessageSchema), **_errors(429)}}},
-    "/users/{user_id}/presence": {"get": {
-        "tags": ["presence"], "summary": "One user's presence",
-        "parameters": [_id_param("user_id", "The user's id")],
-        "responses": {"200": _ok(s.PresenceSchema), **_errors(404, 429)}}},
-    "/users/presence": {"get": {
-        "tags": ["presence"], "summary": "Presence of up to 100 users, ordered by user id",
-        "parameters": [{"in": "query", "schema": s.UserIdsQuerySchema}],
-        "responses": {"200": _ok(s.PresenceSchema(many=True)), **_errors(429)}}},
-}
-
+ALWAYS = (400, 401, 503)  # any request can be malformed, unauthenticated or meet an outage
 DESCRIPTION = """Favorites and presence for the Saathii voice-calling app.
 
 Every endpoint takes `Authorization: Bearer <access_token>`. Errors are JSON:
 `{"detail": "..."}`, and validation errors add `errors`, naming each field."""
 
 
-def build_spec():
-    """Return the OpenAPI document as a dict."""
+def build_spec(app):
+    """Return the OpenAPI document of the app's declared views as a dict.
+
+    A view served at several paths is documented at each; its topmost route (registered
+    last) is its own, the others are the mobile client's aliases."""
     spec = APISpec(
         title="Saathii presence and favorites API", version="1.0.0",
         openapi_version="3.0.3", plugins=[MarshmallowPlugin()],
@@ -110,18 +31,51 @@ def build_spec():
     spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     spec.components.schema("Error", schema=s.ErrorSchema)
-    for path, operations in OPERATIONS.items():
+    rules = [rule for rule in app.url_map.iter_rules()
+             if contract_of(app.view_functions[rule.endpoint])]
+    primary = {rule.endpoint: rule for rule in rules}  # the last registered of each
+    paths, used = {}, set()
+    for rule in rules:
+        view = app.view_functions[rule.endpoint]
+        operation = _operation(rule, view, contract_of(view), rule is not primary[rule.endpoint])
+        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            paths.setdefault(path, {})[method.lower()] = operation
+        used.update(schema for schema in (contract_of(view).get("body"),) if schema)
+    for path, operations in paths.items():
         spec.path(path=path, operations=operations)
     document = spec.to_dict()
-    update = document["components"]["schemas"]["StatusUpdate"]
-    # An update must change something, and must not contradict itself.
-    update["minProperties"] = 1
-    update["not"] = {"anyOf": [
-        {"required": ["is_online", "is_busy"],
-         "properties": {"is_online": {"enum": [False]}, "is_busy": {"enum": [True]}}},
-        {"required": ["is_busy", "wait_time"],
-         "properties": {"is_busy": {"enum": [False]}, "wait_time": {"type": "integer"}}},
-        {"required": ["is_online", "wait_time"],
-         "properties": {"is_online": {"enum": [False]}, "wait_time": {"type": "integer"}}},
-    ]}
+    for schema in used:  # rules of a whole body that no field states (see the schema)
+        document["components"]["schemas"][resolver(type(schema))].update(
+            getattr(schema, "OPENAPI_RULES", {}))
     return document
+
+
+def _operation(rule, view, contract, alias):
+    """One operation of a view: its docstring's first paragraph the summary, the rest the
+    description; parameters, body and answers from its contract."""
+    summary, *rest = [" ".join(part.split()) for part in (view.__doc__ or "").split("\n\n")]
+    operation = {"tags": [rule.endpoint.split(".", 1)[0]],
+                 "summary": summary.rstrip(".") + (" (client alias)" if alias else "")}
+    if rest:
+        operation["description"] = " ".join(rest)
+    parameters = [{"in": "path", "name": name, "required": True, "description": description,
+                   "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
+                  for name, description in contract.get("path_ids", {}).items()]
+    if "arguments" in contract:
+        parameters.append({"in": "query", "schema": contract["arguments"]})
+    if parameters:
+        operation["parameters"] = parameters
+    if "body" in contract:
+        operation["requestBody"] = {"required": True,
+                                    "content": {JSON: {"schema": contract["body"]}}}
+    schema, headers = contract["response"]
+    ok = {"description": "OK", "content": {JSON: {"schema": schema}}}
+    if headers:
+        ok["headers"] = {name: {"description": text, "schema": {"type": "string"}}
+                         for name, text in headers.items()}
+    operation["responses"] = {"200": ok, **{
+        str(code): {"description": ERROR_DESCRIPTIONS[code],
+                    "content": {JSON: {"schema": "Error"}}}
+        for code in sorted({*contract["errors"], *ALWAYS})}}
+    return operation

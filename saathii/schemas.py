@@ -61,6 +61,17 @@ class FavoritesQuerySchema(QuerySchema):
 
 
 class StatusUpdateSchema(BodySchema):
+    # What presence.check_update refuses, for the OpenAPI document: an update must change
+    # something, and must not contradict itself.
+    OPENAPI_RULES = {"minProperties": 1, "not": {"anyOf": [
+        {"required": ["is_online", "is_busy"],
+         "properties": {"is_online": {"enum": [False]}, "is_busy": {"enum": [True]}}},
+        {"required": ["is_busy", "wait_time"],
+         "properties": {"is_busy": {"enum": [False]}, "wait_time": {"type": "integer"}}},
+        {"required": ["is_online", "wait_time"],
+         "properties": {"is_online": {"enum": [False]}, "wait_time": {"type": "integer"}}},
+    ]}}
+
     is_online = StrictBoolean()
     is_busy = StrictBoolean()
     wait_time = StrictInteger(
@@ -155,3 +166,6 @@ user_ids_query_schema = UserIdsQuerySchema()
 favorite_action_schema = FavoriteActionSchema()
 status_schema = StatusSchema()
 message_schema = MessageSchema()
+favorites_page_schema = FavoritesPageSchema()
+presence_schema = PresenceSchema()
+presences_schema = PresenceSchema(many=True)

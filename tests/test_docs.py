@@ -1,9 +1,15 @@
 """The OpenAPI document describes every endpoint; /docs shows it in Swagger UI."""
 import re
+from datetime import datetime, timezone
 
+import pytest
+from marshmallow import Schema
+from marshmallow import fields as mm_fields
 from swagger_ui_bundle import swagger_ui_path
 
 from saathii import schemas
+from saathii.api.contract import contract_of
+from saathii.api.dumpers import dumper
 from saathii.openapi import build_spec
 
 
@@ -21,8 +27,8 @@ def test_openapi_lists_every_route(app, client):
     assert documented == served
 
 
-def test_openapi_schemas_come_from_marshmallow():
-    spec = build_spec()
+def test_openapi_schemas_come_from_marshmallow(app):
+    spec = build_spec(app)
     schemas = spec["components"]["schemas"]
     assert schemas["FavoriteRequest"]["properties"]["listener_id"] == {
         "type": "integer", "minimum": 1, "maximum": 9223372036854775807, "example": 123}
@@ -71,8 +77,8 @@ def test_docs_serve_only_the_swagger_ui_files_the_page_uses(client):
         assert response.json == {"detail": "Not found"}
 
 
-def test_openapi_describes_what_the_server_enforces():
-    spec = build_spec()
+def test_openapi_describes_what_the_server_enforces(app):
+    spec = build_spec(app)
     schemas = spec["components"]["schemas"]
     assert schemas["StatusUpdate"]["minProperties"] == 1
     item = schemas["FavoriteItem"]
@@ -83,7 +89,8 @@ def test_openapi_describes_what_the_server_enforces():
 
 
 def test_responses_match_their_documented_schemas(client, customer, listener):
-    """Views build hot-path responses by hand; the schemas that document them must fit."""
+    """Each answer, dumped through its schema by the view's @response, loads back through
+    that schema (what the document says is what a client gets)."""
     client.post("/favorites/add", json={"listener_id": listener.id}, headers=customer.headers)
     client.put("/both/status/me", json={"is_busy": True, "wait_time": 3},
                headers=listener.headers)
@@ -109,3 +116,65 @@ def test_responses_match_their_documented_schemas(client, customer, listener):
         for item in items:
             required = {n for n, f in (schema.fields.items()) if f.required}
             assert required <= set(item), (schema, item)
+
+
+def test_the_document_comes_from_the_views_declarations(app):
+    """Each operation's parameters, body, answer and errors are what its view declares:
+    a view that declares one more error, or another answer, changes the document."""
+    spec = build_spec(app)
+    add = spec["paths"]["/favorites/add"]["post"]
+    assert add["summary"] == "Add a listener to my favorites"
+    assert add["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/FavoriteRequest"}
+    assert sorted(add["responses"]) == ["200", "400", "401", "404", "413", "415", "429",
+                                        "503"]
+    check = spec["paths"]["/favorites/check/{listener_id}"]["get"]
+    assert check["parameters"] == [{
+        "in": "path", "name": "listener_id", "required": True,
+        "description": "The listener's user id",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 9223372036854775807}}]
+    assert spec["paths"]["/favorites"]["get"]["responses"]["200"]["headers"] == {
+        "Link": {"description": "RFC 8288 links: next, prev (and first, last in page mode)",
+                 "schema": {"type": "string"}}}
+    assert spec["paths"]["/users/me/status"]["get"]["summary"] == "My status (client alias)"
+    assert spec["paths"]["/both/status/me"]["get"]["summary"] == "My status"
+    update = spec["components"]["schemas"]["StatusUpdate"]
+    assert update["not"] == schemas.StatusUpdateSchema.OPENAPI_RULES["not"]
+
+
+def _sample(field, none=False):
+    """A value of a field's type, as the domain hands it to a view."""
+    if none and field.allow_none:
+        return None
+    if isinstance(field, mm_fields.Nested):
+        return _sample_of(field.schema, none)
+    if isinstance(field, mm_fields.List):
+        return [_sample(field.inner, none), _sample(field.inner, none)]
+    return {mm_fields.Boolean: True, mm_fields.Integer: 42, mm_fields.Float: 4.5,
+            mm_fields.String: "text"}.get(type(field)) \
+        or datetime(2026, 12, 6, 1, 2, 3, 456789, tzinfo=timezone.utc)
+
+
+def _sample_of(schema, none):
+    one = {name: _sample(field, none) for name, field in schema.dump_fields.items()}
+    return [one, dict(one)] if schema.many else one
+
+
+def test_every_answers_dumper_dumps_what_its_schema_dumps(app):
+    declared = {contract_of(view)["response"][0] for view in app.view_functions.values()
+                if contract_of(view)}
+    assert {type(schema) for schema in declared} >= {
+        schemas.FavoriteActionSchema, schemas.FavoritesPageSchema, schemas.StatusSchema,
+        schemas.MessageSchema, schemas.PresenceSchema}
+    for schema in declared:
+        for none in (False, True):
+            value = _sample_of(schema, none)
+            assert dumper(schema)(value) == schema.dump(value), (schema, none)
+
+
+def test_a_field_the_dumper_does_not_know_fails_loudly():
+    class Odd(Schema):
+        when = mm_fields.Date()
+
+    with pytest.raises(TypeError, match="no dumper for a Date field"):
+        dumper(Odd())

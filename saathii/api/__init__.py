@@ -6,7 +6,6 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..deadline import DeadlineExceeded, deadline, socket_timeout
 from ..errors import APIError, bad_request
-from ..fields import is_id
 
 METHODS_WITH_BODIES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -56,15 +55,3 @@ def json_body(schema):
     if not isinstance(data, dict):
         raise bad_request("Request body must be a JSON object")
     return schema.load(data)
-
-
-def query_args(schema):
-    """Load and validate the query string with a marshmallow schema."""
-    return schema.load(request.args.to_dict(flat=True))
-
-
-def path_id(value, name):
-    """Validate an id taken from the URL path."""
-    if not is_id(value):
-        raise bad_request(f"{name} must be a positive integer", {name: ["Not a valid id."]})
-    return int(value)

@@ -1,7 +1,5 @@
 """The API's own description: /openapi.json for tools and /docs (Swagger UI) for people."""
-from functools import cache
-
-from flask import Blueprint, render_template, send_from_directory
+from flask import Blueprint, current_app, render_template, send_from_directory
 from swagger_ui_bundle import swagger_ui_path
 
 from ..openapi import build_spec
@@ -14,9 +12,12 @@ bp = Blueprint("docs", __name__, static_folder="../static/docs",
 SWAGGER_UI_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "index.css", "favicon-32x32.png")
 
 
-@cache
 def _spec():
-    return build_spec()
+    """The app's OpenAPI document, written once."""
+    found = current_app.extensions.get("saathii_openapi")
+    if found is None:
+        found = current_app.extensions["saathii_openapi"] = build_spec(current_app)
+    return found
 
 
 @bp.get("/openapi.json")

@@ -6,30 +6,31 @@ from ..domain import favorite_changes, favorites
 from ..rate_limits import favorite_changes_limit, presence_lookups_limit
 from ..pagination import cursor_links, page_links
 from ..schemas import (
-    CURSOR_PARAMS, favorite_action_schema, favorite_request_schema,
+    CURSOR_PARAMS, favorite_action_schema, favorite_request_schema, favorites_page_schema,
     favorites_query_schema,
 )
-from . import json_body, path_id, query_args
+from .contract import arguments, body, other_responses, path_ids, response
 
 bp = Blueprint("favorites", __name__, url_prefix="/favorites")
 
 DEFAULT_PER_PAGE = 20
+LINK = {"Link": "RFC 8288 links: next, prev (and first, last in page mode)"}
 
 
 def _action(listener, is_favorited, message):
-    return favorite_action_schema.dump({
-        "success": True, "message": message, "listener_id": listener.id,
-        "is_favorited": is_favorited,
-    })
+    return {"success": True, "message": message, "listener_id": listener.id,
+            "is_favorited": is_favorited}
 
 
 @bp.post("/add")
 @authenticate(account_in_query=True)
 @favorite_changes_limit
-def add():
-    """Add a listener to the caller's favorites."""
-    listener_id = json_body(favorite_request_schema)["listener_id"]
-    listener, created = favorite_changes.commit(favorites.ADDED, g.user_id, listener_id)
+@body(favorite_request_schema)
+@response(favorite_action_schema)
+@other_responses(404, 429)
+def add(data):
+    """Add a listener to my favorites."""
+    listener, created = favorite_changes.commit(favorites.ADDED, g.user_id, data["listener_id"])
     message = (f"Successfully added {listener.username} to favorites" if created
                else f"Already favorited {listener.username}")
     return _action(listener, True, message)
@@ -38,10 +39,13 @@ def add():
 @bp.delete("/remove")
 @authenticate(account_in_query=True)
 @favorite_changes_limit
-def remove():
-    """Remove a listener from the caller's favorites."""
-    listener_id = json_body(favorite_request_schema)["listener_id"]
-    listener, removed = favorite_changes.commit(favorites.REMOVED, g.user_id, listener_id)
+@body(favorite_request_schema)
+@response(favorite_action_schema)
+@other_responses(404, 429)
+def remove(data):
+    """Remove a listener from my favorites."""
+    listener, removed = favorite_changes.commit(favorites.REMOVED, g.user_id,
+                                                data["listener_id"])
     message = (f"Successfully removed {listener.username} from favorites" if removed
                else f"{listener.username} was not in favorites")
     return _action(listener, False, message)
@@ -50,18 +54,26 @@ def remove():
 @bp.get("/check/<listener_id>")
 @authenticate
 @presence_lookups_limit  # it names another user, as presence look-ups do: one budget
+@path_ids(listener_id="The listener's user id")
+@response(favorite_action_schema)
+@other_responses(404, 429)
 def check(listener_id):
-    """Tell whether a listener is in the caller's favorites."""
-    listener, found = favorites.is_favorited(g.user_id, path_id(listener_id, "listener_id"))
+    """Is this listener in my favorites?"""
+    listener, found = favorites.is_favorited(g.user_id, listener_id)
     where = "in" if found else "not in"
     return _action(listener, found, f"{listener.username} is {where} favorites")
 
 
 @bp.get("")
 @authenticate(account_in_query=True)
-def index():
-    """The caller's favorites, newest first, by page number or by cursor."""
-    args = query_args(favorites_query_schema)
+@arguments(favorites_query_schema)
+@response(favorites_page_schema, headers=LINK)
+def index(args):
+    """My favorites, newest first, by page (page, per_page) or by cursor (limit, max_id,
+    since_id, min_id).
+
+    With any cursor parameter (limit, max_id, since_id, min_id) the list is paged by
+    cursor and page/per_page are ignored; min_id wins over since_id."""
     filters = {name: args[name] for name in ("online_only", "available_only")}
     base = {name: "true" for name, on in filters.items() if on}
     if "page" in args or "per_page" in args:
@@ -77,11 +89,10 @@ def index():
         link = cursor_links(base, per_page, result.items, result.has_next, args)
         if not cursor:
             page = 1
-    # Items come ready to serialise; the response schema documents them (see openapi.py).
     body = {
         "favorites": result.items, "total_count": result.total_count,
         "online_count": result.online_count, "available_count": result.available_count,
         "page": page, "per_page": per_page, "has_next": result.has_next,
         "has_previous": result.has_previous,
     }
-    return body, 200, {"Link": link}
+    return body, {"Link": link}

@@ -10,29 +10,32 @@ from ..domain import beats, presence, status_updates
 from ..errors import unauthorized
 from ..rate_limits import heartbeat_limit, presence_lookups_limit
 from ..schemas import (
-    message_schema, status_schema,
-    status_update_schema, user_ids_query_schema,
+    message_schema, presence_schema, presences_schema, status_schema, status_update_schema,
+    user_ids_query_schema,
 )
-from . import json_body, path_id, query_args
+from .contract import arguments, body, other_responses, path_ids, response
 
 bp = Blueprint("presence", __name__)
-HEARTBEAT_RECEIVED = message_schema.dump({"message": "Heartbeat received"})
+HEARTBEAT_RECEIVED = {"message": "Heartbeat received"}
 
 
 @bp.get("/both/status/me")
 @bp.get("/users/me/status")
 @authenticate(account_in_query=True)
+@response(status_schema)
 def my_status():
-    """The caller's own status."""
-    return status_schema.dump(status_updates.own_status(g.user_id))
+    """My status."""
+    return status_updates.own_status(g.user_id)
 
 
 @bp.post("/both/status/heartbeat")
 @bp.post("/users/me/heartbeat")
 @authenticate(account_in_query=True)
 @heartbeat_limit
+@response(message_schema)
+@other_responses(429)
 def heartbeat():
-    """Mark the caller online and seen now."""
+    """Heartbeat: I am online."""
     if not beats.beat(g.user_id):
         raise unauthorized()
     return HEARTBEAT_RECEIVED
@@ -41,25 +44,34 @@ def heartbeat():
 @bp.put("/both/status/me")
 @bp.put("/users/me/status")
 @authenticate(account_in_query=True)  # the body is validated before the account check
-def update_my_status():
-    """Change the caller's online, busy or wait_time state."""
-    changes = json_body(status_update_schema)
+@body(status_update_schema)
+@response(status_schema)
+@other_responses(409)
+def update_my_status(changes):
+    """Update my status."""
     presence.check_update(changes)
-    return status_schema.dump(status_updates.commit(g.user_id, changes))
+    return status_updates.commit(g.user_id, changes)
 
 
 @bp.get("/users/<user_id>/presence")
 @authenticate(account_in_query=True)
 @presence_lookups_limit
+@path_ids(user_id="The user's id")
+@response(presence_schema)
+@other_responses(404, 429)
 def user_presence(user_id):
     """One user's presence."""
-    return presence.presence_for(g.user_id, path_id(user_id, "user_id"))
+    return presence.presence_for(g.user_id, user_id)
 
 
 @bp.get("/users/presence")
 @authenticate(account_in_query=True)
 @presence_lookups_limit
-def batch_presence():
-    """Presence of up to 100 users, ordered by user id; unknown ids are left out."""
-    user_ids = presence.parse_user_ids(query_args(user_ids_query_schema)["user_ids"])
-    return presence.presence_batch(g.user_id, user_ids)
+@arguments(user_ids_query_schema)
+@response(presences_schema)
+@other_responses(429)
+def batch_presence(args):
+    """Presence of up to 100 users, ordered by user id.
+
+    Unknown ids are left out."""
+    return presence.presence_batch(g.user_id, presence.parse_user_ids(args["user_ids"]))
