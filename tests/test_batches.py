@@ -141,6 +141,35 @@ def test_beats_bring_offline_users_online_in_one_batch(app, client, make_user, e
     assert len(events) == 2
 
 
+def test_a_beat_whose_user_another_writer_brought_online_meanwhile_is_written(
+        app, client, listener, events, monkeypatch):
+    """PostgreSQL: between the transaction's two statements (online users, arrivals)
+    another writer brings the user online, so the row matches neither; the beat is still
+    written (and answered 200, not 401 as for an account that is gone)."""
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        pytest.skip("SQLite: the batch holds the write lock, no writer gets in between")
+    real, calls = beats._bring_online, []
+
+    def racing(connection, user_ids, now, made, applied):
+        if not calls:
+            with db.engine.begin() as other:  # another process's beat, committed first
+                other.execute(sa.update(UserStatus).where(UserStatus.user_id == listener.id)
+                              .values(is_online=True, last_seen=now,
+                                      version=UserStatus.version + 1))
+        calls.append(1)
+        return real(connection, user_ids, now, made, applied)
+
+    monkeypatch.setattr(beats, "_bring_online", racing)
+    clock.advance(5)
+    response = client.post("/both/status/heartbeat", headers=listener.headers)
+    assert (response.status_code, response.json) == (200, {"message": "Heartbeat received"})
+    assert calls == [1]  # the second round found the row online: no arrival to make
+    with app.app_context():
+        row = db.session.get(UserStatus, listener.id)
+        assert (row.is_online, row.last_seen) == (True, clock.now())
+    assert events == []  # the other writer's arrival is its own to announce
+
+
 def test_an_online_users_beat_is_one_statement_of_its_own(app, client, make_user, events,
                                                           monkeypatch):
     """PostgreSQL: the beat of an online user whose row no one holds is written by one

@@ -135,16 +135,20 @@ def _write_free_beats(user_ids, now):
 def _write_in_transaction(user_ids, now, events, applied):
     """Beats of user_ids in one transaction: online users' then arrivals (one event
     each), a user without a status row given one first; adds the ids written to
-    applied."""
+    applied. A row that another writer turned online or offline between the two
+    statements matches neither: a second round writes it."""
     with transaction(events) as connection:
-        applied.update(row[0] for row in connection.execute(
-            _beats_statement(), {"ids": list(user_ids), "now": now}))
-        offline = set(user_ids).difference(applied)
-        if offline:
-            _bring_online(connection, offline, now, events, applied)
-            left = offline.difference(applied)
-            if left and presence.add_missing_statuses(connection, left, now):
+        left = set(user_ids)
+        for _round in range(2):
+            applied.update(row[0] for row in connection.execute(
+                _beats_statement(), {"ids": sorted(left), "now": now}))
+            left.difference_update(applied)
+            if left:
                 _bring_online(connection, left, now, events, applied)
+                left.difference_update(applied)
+            if not left or _round:
+                return
+            presence.add_missing_statuses(connection, left, now)
 
 
 def _bring_online(connection, user_ids, now, events, applied):
