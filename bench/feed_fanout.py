@@ -24,7 +24,7 @@ import simple_websocket  # noqa: E402
 
 class WebSocketClient(simple_websocket.Client):
     """simple-websocket's client, keeping frames that arrive with the handshake response
-    (as tests/conftest.py does: the greeting would otherwise wait for more data)."""
+    (as tests/sockets.py does: the greeting would otherwise wait for more data)."""
 
     def handshake(self):
         super().handshake()

@@ -272,7 +272,7 @@ class WebSocketClient(simple_websocket.Client):
     """simple-websocket's client handshake, with two changes: a peer that closes during
     the handshake raises instead of spinning on recv() returning b"", and frames that
     arrive with the handshake response (the greeting) are handled at once, as
-    tests/conftest.py's WebSocketClient does (they would otherwise wait for more data)."""
+    tests/sockets.py's WebSocketClient does (they would otherwise wait for more data)."""
 
     def handshake(self):
         RAW_SOCKETS.append(self.sock)

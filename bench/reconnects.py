@@ -19,31 +19,21 @@ that the client is not the bottleneck: their CPU time is reported. Seeds its own
 database (a fresh schema, COPY); exits non-zero on any error, lost or duplicated event,
 never because of a figure. Only 127.0.0.1 is contacted.
 """
+import argparse
+import collections
+import json
+import os
+import shlex
+import signal
+import subprocess
 import sys
+import time
+import uuid
 
-if "--client" in sys.argv:
-    from gevent import monkey
-
-    monkey.patch_all()
-
-import argparse  # noqa: E402
-import collections  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import queue  # noqa: E402
-import random  # noqa: E402
-import re  # noqa: E402
-import shlex  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-
-from common import (BENCH, DEFAULT_DATABASE_URL, RESULTS, ROOT, BenchError,  # noqa: E402
+from common import (BENCH, DEFAULT_DATABASE_URL, RESULTS, ROOT, BenchError,
                     ClientProcess, app_env, create_database, libpq_url, log,
                     raise_fd_limit, stamp, token, with_database)
-from common import cpu_seconds as worker_cpu  # noqa: E402
+from common import cpu_seconds as worker_cpu
 
 SIZES = {
     "full": {"users": 12_000, "listeners": 5_000, "heavy_favorites": 100,
@@ -51,7 +41,7 @@ SIZES = {
     "smoke": {"users": 700, "listeners": 200, "heavy_favorites": 20,
               "light_customers": 200, "light_favorites": 20},
 }
-FAVORITE_TYPES = {"favorite_added", "favorite_removed"}
+CLIENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reconnect_clients.py")
 
 
 def percentile(values, p):
@@ -62,154 +52,11 @@ def percentile(values, p):
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
-# --------------------------------------------------------------------------- client process
-
-def client_main(args):
-    """One client process: reads its users from stdin, then commands, one JSON a line."""
-    import gevent
-    import gevent.lock
-    import gevent.pool
-    from gevent.fileobject import FileObjectPosix
-
-    from wsclient import Closed, Rejected, WebSocket
-
-    stdin = FileObjectPosix(sys.stdin.fileno(), "rb", close=False)
-
-    def say(**fields):
-        sys.stdout.write(json.dumps(fields) + "\n")
-        sys.stdout.flush()
-
-    def command():
-        line = stdin.readline()
-        return line.decode().strip() if line else "close"
-
-    users = json.loads(stdin.readline())  # [[user_id, token], ...]
-    errors = collections.Counter()
-    retries = collections.Counter()  # reconnect attempts the restart refused: expected
-    held = []
-
-    def describe(err):
-        return f"{type(err).__name__}: {str(err)[:100]}"
-
-    def greet(ws, user_id):
-        hello = json.loads(ws.receive())
-        if hello.get("type") != "connection_established" or \
-                hello["data"].get("user_id") != user_id:
-            raise ValueError(f"unexpected greeting {str(hello)[:100]}")
-        return hello["data"]
-
-    say(event="ready")
-    if command() != "go":
-        return
-
-    if args.mode == "connect":
-        latencies = []
-
-        def connect_one(user_id, tok):
-            started = time.perf_counter()
-            try:
-                with gevent.Timeout(30, TimeoutError("no greeting in 30 s")):
-                    ws = WebSocket.connect(args.port, f"/ws/feed?token={tok}")
-                    greet(ws, user_id)
-                latencies.append(time.perf_counter() - started)
-                held.append(ws)
-            except Exception as err:  # noqa: BLE001 - counted and reported
-                errors[describe(err)] += 1
-
-        pool = gevent.pool.Pool(args.concurrency)
-        started = time.time()
-        for user_id, tok in users:
-            pool.spawn(connect_one, user_id, tok)
-        pool.join()
-        say(event="connected", started=started, finished=time.time(),
-            latencies=latencies, errors=errors)
-        command()
-        for ws in held:
-            ws.close()
-        return
-
-    # storm: hold every socket, reconnect with since after a 1012, record the event ids
-    state = {}
-    back = {"count": 0, "announced": False}
-
-    def hold(user_id, tok):
-        record = state[user_id] = {"start": None, "ids": [], "greetings": [], "closes": []}
-        cursor, attempt = None, 0
-        while True:
-            path = f"/ws/feed?token={tok}" + (f"&since={cursor}" if cursor is not None else "")
-            try:
-                if cursor is None:  # the first opening is paced; reconnects are not
-                    with opening:
-                        ws = WebSocket.connect(args.port, path, timeout=30)
-                        data = greet(ws, user_id)
-                else:
-                    ws = WebSocket.connect(args.port, path, timeout=30)
-                    data = greet(ws, user_id)
-            except (OSError, Rejected, Closed) as err:
-                if record["closes"]:  # the restarting server: try again shortly
-                    retries[type(err).__name__ if isinstance(err, OSError)
-                            else describe(err)] += 1
-                    # the console's policy (saathii/static/console/feed.js), from a
-                    # smaller first step: doubling, capped, half of it random
-                    attempt += 1
-                    ceiling = min(args.backoff_cap, args.backoff * 2 ** (attempt - 1))
-                    gevent.sleep(ceiling / 2 + random.random() * ceiling / 2)
-                    continue
-                errors[describe(err)] += 1
-                return
-            except Exception as err:  # noqa: BLE001 - counted and reported
-                errors[describe(err)] += 1
-                return
-            record["greetings"].append(time.time())
-            attempt = 0
-            if cursor is None:
-                cursor = record["start"] = data["last_event_id"] or 0
-            if data.get("cursor_reset"):
-                errors["cursor_reset in a greeting"] += 1
-            if len(record["greetings"]) == 2:
-                back["count"] += 1
-                if back["count"] == len(users):
-                    say(event="all_back", time=time.time())
-            try:
-                while True:
-                    msg = json.loads(ws.receive())
-                    if msg.get("type") in FAVORITE_TYPES:
-                        record["ids"].append(msg["id"])
-                        cursor = max(cursor, msg["id"])
-            except Closed as closed:
-                record["closes"].append([time.time(), closed.code])
-                if closed.code != 1012:
-                    errors[f"closed with {closed.code} {closed.reason}"] += 1
-                    if closed.code is not None:
-                        return
-                advised = re.search(r"reconnect in (\d+) ms", closed.reason)
-                if advised:  # as docs/api.md asks: come back when the server said
-                    gevent.sleep(int(advised.group(1)) / 1000)
-            except Exception as err:  # noqa: BLE001 - counted and reported
-                errors[describe(err)] += 1
-                return
-            finally:
-                ws.close()
-
-    opening = gevent.lock.BoundedSemaphore(args.concurrency)
-    started = time.time()
-    greenlets = [gevent.spawn(hold, user_id, tok) for user_id, tok in users]
-    while sum(1 for r in state.values() if r["greetings"]) + sum(errors.values()) < len(users):
-        gevent.sleep(0.05)
-        if all(g.dead for g in greenlets):
-            break
-    say(event="opened", seconds=time.time() - started,
-        greeted=sum(1 for r in state.values() if r["greetings"]), errors=errors)
-    while command() == "report":
-        say(event="report", users=state, errors=errors, retries=retries)
-    gevent.killall(greenlets, block=False)
-
-
 class Client(ClientProcess):
     """A client process of this script."""
 
     def __init__(self, mode, port, users, concurrency, args):
-        super().__init__([sys.executable, os.path.abspath(__file__), "--client", "--mode",
+        super().__init__([sys.executable, CLIENTS, "--client", "--mode",
                           mode, "--port", str(port), "--concurrency", str(concurrency),
                           "--backoff", str(args.backoff), "--backoff-cap",
                           str(args.backoff_cap)], json.dumps(users))
@@ -217,35 +64,6 @@ class Client(ClientProcess):
 
 def split(items, parts):
     return [items[i::parts] for i in range(parts)]
-
-
-# --------------------------------------------------------------------------- writer process
-
-def writer_main(args):
-    """Favorite add, then remove, of random (customer, listener) pairs at about
-    --rate events a second, through the service's own code, until stdin closes."""
-    from wsgi import app
-    from saathii.domain import favorite_changes
-    from saathii.domain.favorites import ADDED, REMOVED
-
-    pairs = json.loads(sys.stdin.readline())
-    customers, listeners = pairs["customers"], pairs["listeners"]
-    stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
-    rng, done, failed = random.Random(5), 0, 0
-    print(json.dumps({"event": "started"}), flush=True)
-    with app.app_context():
-        while not stop.is_set():
-            customer, listener = rng.choice(customers), rng.choice(listeners)
-            for kind in (ADDED, REMOVED):
-                try:
-                    favorite_changes.commit(kind, customer, listener)
-                    done += 1
-                except Exception:  # noqa: BLE001 - counted; the check tells what was stored
-                    failed += 1
-            time.sleep(2 / args.rate)
-        time.sleep(1)  # let the relay's publisher thread send what is queued
-    print(json.dumps({"event": "stopped", "committed": done, "failed": failed}), flush=True)
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -391,7 +209,7 @@ def run_storm(url, data, args, floor):
             raise BenchError(f"storm: only {greeted} of {len(listeners)} sockets opened: "
                              f"{[o['errors'] for o in opened]}")
         writer = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--writer", "--rate", str(args.rate)],
+            [sys.executable, CLIENTS, "--writer", "--rate", str(args.rate)],
             cwd=BENCH, env={**app_env(url, **env), "PYTHONPATH": ROOT},
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         writer.stdin.write(json.dumps({"customers": data.free_customer_ids[:500],
@@ -567,11 +385,6 @@ def parse_args(argv=None):
     parser.add_argument("--spy", metavar="PY_SPY", help="py-spy binary: profile the workers")
     parser.add_argument("--only", choices=["connect", "storm"])
     parser.add_argument("--output", help="markdown file (default bench/results/)")
-    # internal: the client and writer processes
-    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--writer", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--mode", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     full = not args.smoke
     for name, big, small in (("sockets", 2000, 100), ("storm", 5000, 200),
@@ -587,10 +400,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.client:
-        return client_main(args)
-    if args.writer:
-        return writer_main(args)
     import seed
 
     raise_fd_limit()

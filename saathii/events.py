@@ -15,7 +15,7 @@ from .deadline import DeadlineExceeded
 from .errors import outcome_unknown
 from .extensions import db
 from .models import FeedEvent, RelayMessage, aware_utc, naive_utc
-from .sql import prebuilt, read
+from .sql import built_once, fetch_rows
 
 log = logging.getLogger(__name__)
 
@@ -74,21 +74,21 @@ class EventBus:
 
     def __init__(self):
         self.subscribers = []
-        self.stagers = []
+        self.transaction_writers = []
 
     def subscribe(self, callback):
         """Call callback(event) for every event published from now on."""
         self.subscribers.append(callback)
         return lambda: self.subscribers.remove(callback)
 
-    def stage_with(self, callback):
-        """Call callback(connection, events) inside every transaction that emitted events,
+    def add_transaction_writer(self, callback):
+        """Call callback(connection, events) inside every transaction that made events,
         just before it commits: what it writes commits, or rolls back, with the change."""
-        self.stagers.append(callback)
+        self.transaction_writers.append(callback)
 
-    def stage(self, connection, events):
-        """Hand a committing transaction's events to every stager."""
-        for callback in self.stagers:
+    def write_in_transaction(self, connection, events):
+        """Hand a committing transaction's events to every transaction writer."""
+        for callback in self.transaction_writers:
             callback(connection, events)
 
     def publish(self, event):
@@ -142,7 +142,7 @@ def transaction(events):
                 # The commit of a notifying transaction waits for the notify queue's
                 # lock: a wait for the relay, not for a row, so not bounded.
                 unbound_lock_waits(connection)
-                bus().stage(connection, events)
+                bus().write_in_transaction(connection, events)
             if identity is not None:
                 _commit(connection, *identity)
         finally:
@@ -237,32 +237,34 @@ _STORED_COLUMNS = (FeedEvent.type, FeedEvent.data, FeedEvent.user_id, FeedEvent.
                    FeedEvent.id)
 
 
-@prebuilt
+@built_once
 def _stored_after():
     return sa.select(*_STORED_COLUMNS).where(
         FeedEvent.user_id == sa.bindparam("user"), FeedEvent.id > sa.bindparam("after")
     ).order_by(FeedEvent.id)
 
 
-@prebuilt
+@built_once
 def _stored_from():
     return sa.select(*_STORED_COLUMNS).where(
         FeedEvent.user_id == sa.bindparam("user"), FeedEvent.id >= sa.bindparam("after")
     ).order_by(FeedEvent.id)
 
 
-@prebuilt
+@built_once
 def _stored_since():
     return sa.select(*_STORED_COLUMNS).where(
         FeedEvent.created_at >= sa.bindparam("since", type_=sa.DateTime()),
-        FeedEvent.id > sa.bindparam("after")).order_by(FeedEvent.id).limit(sa.bindparam("limit"))
+        FeedEvent.id > sa.bindparam("after"),
+    ).order_by(FeedEvent.id).limit(sa.bindparam("limit"))
 
 
 def stored_events(user_id, after_id, including=False):
     """The stored events for a user after an event id (or from it, including it),
     oldest first."""
     statement = _stored_from() if including else _stored_after()
-    return [_stored(*row) for row in read(statement, {"user": user_id, "after": after_id})]
+    rows = fetch_rows(statement, {"user": user_id, "after": after_id})
+    return [_stored(*row) for row in rows]
 
 
 def _stored(type_, data, user_id, created_at, event_id):
@@ -273,7 +275,7 @@ def _stored(type_, data, user_id, created_at, event_id):
 def events_stored_since(since, after_id, limit):
     """Stored events (every recipient's) created at or after a time: a page of at most
     `limit`, after an event id, in id order."""
-    return [_stored(*row) for row in read(_stored_since(), {
+    return [_stored(*row) for row in fetch_rows(_stored_since(), {
         "since": naive_utc(since), "after": after_id, "limit": limit})]
 
 

@@ -37,7 +37,8 @@ def build_spec(app):
     paths, used = {}, set()
     for rule in rules:
         view = app.view_functions[rule.endpoint]
-        operation = _operation(rule, view, contract_of(view), rule is not primary[rule.endpoint])
+        alias = rule is not primary[rule.endpoint]
+        operation = _operation(rule, view, contract_of(view), alias)
         path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             paths.setdefault(path, {})[method.lower()] = operation

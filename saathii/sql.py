@@ -1,5 +1,8 @@
-"""Running SQL: the one read path (read), a writing statement on its own (write_alone),
-statements built once per backend (prebuilt), and the helpers they share."""
+"""Running SQL: the one read path (fetch_rows), a writing statement on its own
+(write_alone), statements built once per backend (built_once), and the helpers they
+share."""
+from functools import wraps
+
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -17,7 +20,7 @@ def upsert(model):
     return INSERTS[db.engine.dialect.name](model)
 
 
-def read(statement, params):
+def fetch_rows(statement, params):
     """Run a read-only statement; all its rows. Outside a transaction it runs in
     autocommit: no BEGIN and ROLLBACK round trips (a lone statement sees one snapshot
     either way, as under READ COMMITTED)."""
@@ -117,18 +120,20 @@ def in_ids(column, name):
     return column.in_(sa.bindparam(name, expanding=True))
 
 
-def prebuilt(build):
-    """Decorate a function that builds a statement: build it once per database backend.
+def built_once(build):
+    """Decorate a function that builds a statement: build it once per database backend
+    (and per arguments, for a function that builds statements of several shapes).
 
     Building a statement costs more than running it (SQLAlchemy coerces every clause),
     so hot paths build theirs once, with bind parameters, and pass values to execute."""
     built = {}
 
-    def statement():
-        dialect = db.engine.dialect.name
-        found = built.get(dialect)
+    @wraps(build)
+    def statement(*shape):
+        key = (db.engine.dialect.name, *shape)
+        found = built.get(key)
         if found is None:
-            found = built[dialect] = build()
+            found = built[key] = build(*shape)
         return found
 
     return statement

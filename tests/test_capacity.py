@@ -10,7 +10,7 @@ import pytest
 from config import reserved_connections, worker_connections
 from saathii.realtime.memory import MemoryRelease
 
-from .conftest import rest
+from .processes import rest
 from .test_feed import upgrade_response
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 from sqlalchemy.engine import make_url
 
-from .conftest import ROOT
+from .processes import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import checker  # noqa: E402 - bench/ on the path first

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from saathii.domain import favorite_changes, favorites
-from saathii.extensions import db
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SOON = 10_000  # ms: "within a few seconds", generous for a loaded CI machine

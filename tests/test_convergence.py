@@ -16,7 +16,7 @@ from saathii.models import FeedEvent
 from saathii.realtime import realtime
 from saathii.realtime.hub import Connection, Hub
 
-from .conftest import FeedClient
+from .sockets import FeedClient
 from .test_batches import status_row, written
 
 

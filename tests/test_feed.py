@@ -12,7 +12,7 @@ import simple_websocket
 from saathii.events import stored_events
 from saathii.realtime import KEY as REALTIME_KEY
 
-from .conftest import FeedClient
+from .sockets import FeedClient
 
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 

@@ -7,7 +7,8 @@ import signal
 import pytest
 import simple_websocket
 
-from .conftest import FeedClient, read_logs_until
+from .processes import read_logs_until
+from .sockets import FeedClient
 from .workers import worker_pids
 
 

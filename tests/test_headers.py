@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .conftest import rest
+from .processes import rest
 
 EVIL = "evil.example"
 

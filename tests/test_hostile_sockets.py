@@ -17,7 +17,8 @@ from saathii.clock import clock
 from saathii.extensions import db
 from saathii.models import UserStatus
 
-from .conftest import FeedClient, rest
+from .processes import rest
+from .sockets import FeedClient
 from .test_auth import remove_user
 from .test_feed import realtime_of, upgrade
 

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from saathii.extensions import db
 
-from .conftest import ROOT, TEST_SECRET, Account, free_port, read_logs_until, rest, \
-    wait_until_listening
+from .conftest import TEST_SECRET, Account
+from .processes import ROOT, free_port, read_logs_until, rest, wait_until_listening
 
 pytestmark = pytest.mark.install
 

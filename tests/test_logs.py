@@ -12,7 +12,8 @@ import pytest
 from logformat import JsonFormatter, TextFormatter
 from saathii.logs import QuietProbes, RedactTokens, redact
 
-from .conftest import FeedClient, read_logs_until, rest
+from .processes import read_logs_until, rest
+from .sockets import FeedClient
 
 
 def test_redact():

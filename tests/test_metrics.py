@@ -16,7 +16,8 @@ from saathii.extensions import db
 from saathii.realtime.hub import Connection
 from saathii.realtime.session import BoundedSocket
 
-from .conftest import FeedClient, rest
+from .processes import rest
+from .sockets import FeedClient
 from .test_relays import callers_on_every_worker
 from .workers import serving_pid, worker_pids
 

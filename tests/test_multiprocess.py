@@ -2,7 +2,8 @@
 events cross between them, and arrive exactly once."""
 import time
 
-from .conftest import FeedClient, rest
+from .processes import rest
+from .sockets import FeedClient
 
 SETTLE_SECONDS = 0.5  # time for a duplicate, if any, to arrive through Redis
 

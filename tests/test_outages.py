@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .conftest import free_port, rest, wait_until_listening
+from .processes import free_port, rest, wait_until_listening
 from .test_multiprocess import open_feed
 
 

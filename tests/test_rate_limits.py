@@ -6,7 +6,8 @@ import pytest
 
 from saathii import create_app
 
-from .conftest import FeedClient, rest, serve
+from .processes import rest
+from .sockets import FeedClient, serve
 from .test_feed import upgrade_response
 
 

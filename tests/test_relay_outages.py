@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from saathii.extensions import db
 from saathii.models import FeedEvent
 
-from .conftest import read_logs_until, rest
+from .processes import read_logs_until, rest
 from .test_multiprocess import open_feed
 from .test_stalls import postgres_proxy, redis_proxy  # noqa: F401 - fixtures
 

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from saathii.events import PRESENCE_TYPES
 from saathii.extensions import db
 
-from .conftest import FeedClient, read_logs_until, rest
+from .processes import read_logs_until, rest
+from .sockets import FeedClient
 from .workers import serving_pid, worker_pids
 
 SETTLE_SECONDS = 0.5  # time for a duplicate, if any, to arrive through a relay

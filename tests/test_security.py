@@ -5,7 +5,8 @@ import json
 import pytest
 
 
-from .conftest import FeedClient, read_logs_until, rest
+from .processes import read_logs_until, rest
+from .sockets import FeedClient
 from .test_auth import INVALID, bad_tokens, remove_user
 from .test_feed import upgrade
 

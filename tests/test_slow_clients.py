@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from saathii.extensions import db
 
-from .conftest import rest
+from .processes import rest
 
 BODY_TIMEOUT = 2
 

@@ -4,7 +4,7 @@ holds no connection for long, and the log says so in one line."""
 import socket
 import time
 
-from .conftest import read_logs_until
+from .processes import read_logs_until
 
 BUNDLE = "/docs/swagger-ui/swagger-ui-bundle.js"
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from .conftest import FeedClient, rest
+from .processes import rest
+from .sockets import FeedClient
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
 LISTENERS, CUSTOMERS, CHURNERS = 40, 200, 12

@@ -10,7 +10,7 @@ import time
 import pytest
 from sqlalchemy.engine import make_url
 
-from .conftest import rest
+from .processes import rest
 from .proxy import TcpProxy
 from .test_feed import upgrade
 from .test_multiprocess import open_feed

@@ -20,7 +20,8 @@ from saathii.events import Event
 from saathii.realtime.hub import Connection, Hub
 from saathii.realtime.session import BoundedSocket, wind_down
 
-from .conftest import FeedClient, rest
+from .processes import rest
+from .sockets import FeedClient
 
 
 @pytest.fixture

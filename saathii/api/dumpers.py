@@ -1,7 +1,7 @@
 """Response bodies dumped through their marshmallow schemas, at the cost of building dicts.
 
-schema.dump checks and converts every value of every field; on a page of 100 presences it
-costs about 0.85 ms, more than a third of the request (BENCHMARKS.md). The values the
+schema.dump checks and converts every value of every field: on a page of 100 presences
+that is a third of the request's cost (BENCHMARKS.md). The values the
 domain hands to a view are already of their fields' types (ints, strings, booleans,
 datetimes), so a dumper made once from a schema's fields only picks them in the schema's
 order, under their data keys, and writes datetimes as the schema's UTCDateTime does. The

@@ -30,7 +30,8 @@ def _action(listener, is_favorited, message):
 @other_responses(404, 429)
 def add(data):
     """Add a listener to my favorites."""
-    listener, created = favorite_changes.commit(favorites.ADDED, g.user_id, data["listener_id"])
+    listener, created = favorite_changes.commit(favorites.ADDED, g.user_id,
+                                                data["listener_id"])
     message = (f"Successfully added {listener.username} to favorites" if created
                else f"Already favorited {listener.username}")
     return _action(listener, True, message)

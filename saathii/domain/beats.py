@@ -22,14 +22,14 @@ from ..errors import APIError, outcome_unknown, unavailable
 from ..events import transaction
 from ..extensions import db
 from ..models import User, UserStatus, naive_utc
-from ..sql import in_ids, prebuilt, write_alone
+from ..sql import in_ids, built_once, write_alone
 from . import presence
 from .batches import Batcher, app_batcher, copy_for_request, written_again_after
 
 KEY = "saathii_beats"
 
 
-@prebuilt
+@built_once
 def _beats_statement():
     active = sa.exists().where(User.id == UserStatus.user_id, User.is_active == sa.true())
     now = sa.bindparam("now", type_=UserStatus.last_seen.type)
@@ -42,7 +42,7 @@ def _beats_statement():
     )
 
 
-@prebuilt
+@built_once
 def _free_beats_statement():
     """PostgreSQL: the beats of :ids among active online users whose rows no other
     transaction holds (SKIP LOCKED: a held row is left to the transaction path, which
@@ -60,7 +60,7 @@ def _free_beats_statement():
     )
 
 
-@prebuilt
+@built_once
 def _arrivals_statement():
     """Bring the offline among :ids online (active users only), as change_status does;
     a row some other writer brought online first no longer matches, so each arrival is

@@ -13,7 +13,7 @@ from ..clock import clock
 from ..errors import APIError
 from ..events import store_events, transaction
 from ..models import Favorite
-from ..sql import prebuilt
+from ..sql import built_once
 from .batches import Batcher, app_batcher
 from .favorites import (
     ADDED, REMOVED, accounts, bump_versions, checked, favorite_event, insert_favorite,
@@ -35,7 +35,7 @@ def batcher():
     return app_batcher(KEY, lambda timeout: Batcher(write_changes, timeout))
 
 
-@prebuilt
+@built_once
 def _delete_favorites():
     return (
         sa.delete(Favorite)

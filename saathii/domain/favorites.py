@@ -9,14 +9,13 @@ from sqlalchemy.orm import aliased
 from ..clock import clock, isoformat
 from ..errors import bad_request, not_found, unauthorized
 from ..events import Event
-from ..extensions import db
 from ..models import Favorite, User, UserStatus
-from ..sql import in_ids, prebuilt, read, upsert
+from ..sql import in_ids, built_once, fetch_rows, upsert
 from .users import Caller
 
 
 
-@prebuilt
+@built_once
 def accounts():
     """The accounts of :ids, locked FOR KEY SHARE (PostgreSQL) until the commit: none can
     be deleted between this read and the writes that refer to it (a foreign key error
@@ -46,7 +45,7 @@ def checked(kind, users, caller_id, listener_id):
     return caller, listener
 
 
-@prebuilt
+@built_once
 def bump_versions():
     """Move the favorites version of the users :ids: their cached list counts are stale
     everywhere."""
@@ -65,7 +64,7 @@ def favorite_event(kind, user, listener_id, now=None):
     )
 
 
-@prebuilt
+@built_once
 def insert_favorite():
     """Add :caller's favorite :listener at :now unless it exists; RETURNING the pair added
     (one row per pair given: a batch sends many)."""
@@ -78,7 +77,7 @@ def insert_favorite():
     )
 
 
-@prebuilt
+@built_once
 def _delete_favorite():
     return sa.delete(Favorite).where(Favorite.user_id == sa.bindparam("caller"),
                                      Favorite.listener_id == sa.bindparam("listener"))
@@ -93,7 +92,7 @@ def write_one(connection, kind, caller_id, listener_id, now):
         "caller": caller_id, "listener": listener_id}).rowcount > 0
 
 
-@prebuilt
+@built_once
 def _check_statement():
     """The active listener :listener and whether :caller has favorited them."""
     favorited = sa.select(Favorite.id).where(
@@ -105,7 +104,7 @@ def _check_statement():
 def is_favorited(caller_id, listener_id):
     """Return (listener, whether the caller has favorited them); 404 unless the listener
     is active (customers and deactivated accounts are not named to other users)."""
-    rows = read(_check_statement(), {"caller": caller_id, "listener": listener_id})
+    rows = fetch_rows(_check_statement(), {"caller": caller_id, "listener": listener_id})
     if not rows:
         raise not_found("Listener not found")
     user_id, username, found = rows[0]
@@ -157,20 +156,10 @@ def _filtered(which):
     return query
 
 
-# Statements built once per backend and shape (see prebuilt): building one costs more
-# than running it.
-_statements = {}
-
-
-def _statement(*shape):
-    key = (db.engine.dialect.name, *shape)
-    found = _statements.get(key)
-    if found is None:
-        found = _statements[key] = _build(*shape)
-    return found
-
-
-def _build(kind, which, *shape):
+@built_once
+def _statement(kind, which, *shape):
+    """The statements of a list, by shape: its window, its counts, or whether a favorite
+    lies beyond a bound."""
     if kind == "window":
         return _window(which, *shape)
     query = _filtered(which)
@@ -216,15 +205,15 @@ def _window(which, paged, upper, lower, ascending):
     )
 
 
-def _read(statement, **params):
-    return read(statement, params)
+def _fetch(statement, **params):
+    return fetch_rows(statement, params)
 
 
 def _window_rows(caller_id, which, paged=False, upper=None, lower=None, ascending=False,
                  **params):
     """(favorites version, items, newer) of the caller's window; 401 if the account is
     gone. `newer` is None unless the window is bounded by max_id alone."""
-    rows = _read(_statement("window", which, paged, upper is not None, lower is not None,
+    rows = _fetch(_statement("window", which, paged, upper is not None, lower is not None,
                             ascending),
                  caller=caller_id, max_id=upper, lower=lower, **params)
     if not rows:
@@ -267,11 +256,11 @@ def _cached_counts(caller_id, version, which):
 
 
 def _counts(caller_id, which):
-    return tuple(int(n) for n in _read(_statement("counts", which), caller=caller_id)[0])
+    return tuple(int(n) for n in _fetch(_statement("counts", which), caller=caller_id)[0])
 
 
 def _exists(caller_id, which, compare, bound):
-    return bool(_read(_statement("exists", which, compare), caller=caller_id,
+    return bool(_fetch(_statement("exists", which, compare), caller=caller_id,
                       bound=bound)[0][0])
 
 

@@ -7,7 +7,7 @@ from ..errors import APIError, bad_request, not_found, unauthorized
 from ..fields import is_id
 from ..events import Event
 from ..models import User, UserStatus, naive_utc
-from ..sql import in_ids, prebuilt, read, upsert
+from ..sql import in_ids, built_once, fetch_rows, upsert
 from .users import Caller
 
 MAX_BATCH = 100
@@ -143,7 +143,7 @@ def apply_update(status, changes, now):
                           wait_time=changes.get("wait_time", ...), seen=True, now=now)
 
 
-@prebuilt
+@built_once
 def _own_status_statement():
     """The active user :user's status row (no row: none, or no active account)."""
     return (sa.select(*status_columns()).join(User, User.id == UserStatus.user_id)
@@ -153,11 +153,11 @@ def _own_status_statement():
 def own_status(user_id):
     """The user's own status (a Status), or None if they have no status row or no active
     account."""
-    rows = read(_own_status_statement(), {"user": user_id})
+    rows = fetch_rows(_own_status_statement(), {"user": user_id})
     return Status(*rows[0]) if rows else None
 
 
-@prebuilt
+@built_once
 def _missing_statuses_statement():
     """An offline status row for each active user among :ids who has none."""
     now = sa.bindparam("now", type_=UserStatus.created_at.type)
@@ -178,7 +178,7 @@ def add_missing_statuses(connection, user_ids, now):
         _missing_statuses_statement(), {"ids": sorted(user_ids), "now": now})}
 
 
-@prebuilt
+@built_once
 def _presence_statement():
     """The presence of the active users among :ids, joined to the caller's account: no
     row at all when the caller's account is gone, one empty row when none is found."""
@@ -199,13 +199,13 @@ def _presence_statement():
 
 
 def _presences(caller_id, user_ids):
-    rows = read(_presence_statement(), {"caller": caller_id, "ids": list(user_ids)})
+    rows = fetch_rows(_presence_statement(), {"caller": caller_id, "ids": list(user_ids)})
     if not rows:
         raise unauthorized()
     return [_presence(*row) for row in rows if row[0] is not None]
 
 
-@prebuilt
+@built_once
 def _written_since_statement():
     """Active users' status rows written at or after :since, after user :after, in user
     id order, :limit of them."""
@@ -221,7 +221,7 @@ def presence_written_since(since, after_user_id, limit):
     """Events carrying the current presence (and version) of the active users whose status
     was written at or after a time: a page of at most `limit`, after a user id, in id
     order (what a process that missed other processes' events sends its sockets again)."""
-    rows = read(_written_since_statement(),
+    rows = fetch_rows(_written_since_statement(),
                 {"since": naive_utc(since), "after": after_user_id, "limit": limit})
     events = []
     for row in rows:

@@ -13,7 +13,7 @@ from ..clock import clock
 from ..errors import APIError, unauthorized
 from ..events import transaction
 from ..models import User, UserStatus, naive_utc
-from ..sql import in_ids, prebuilt
+from ..sql import in_ids, built_once
 from . import presence
 from .batches import Batcher, app_batcher
 from .presence import MAX_ATTEMPTS, Status, add_missing_statuses, apply_update, status_columns
@@ -58,14 +58,14 @@ def _statuses_read():
     )
 
 
-@prebuilt
+@built_once
 def _locked_statuses():
     """_statuses_read, the rows locked until the commit (in id order, as every batch
     locks them)."""
     return _statuses_read().with_for_update(of=UserStatus)
 
 
-@prebuilt
+@built_once
 def _write_status():
     """One user's new status, if its version is still the one read (the sweeper and
     every other writer check and move it too)."""

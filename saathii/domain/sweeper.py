@@ -12,7 +12,7 @@ from ..errors import APIError
 from ..events import prune_relay_messages, prune_stored_events, publish_committed
 from ..extensions import db
 from ..models import User, UserStatus, aware_utc, naive_utc
-from ..sql import prebuilt, read
+from ..sql import built_once, fetch_rows
 from .presence import Status, changed_status, status_columns
 from .status_updates import write_statuses
 
@@ -85,7 +85,7 @@ def take_lapsed_offline(now, timeout_seconds):
             return total
 
 
-@prebuilt
+@built_once
 def _busy_candidates():
     """Users busy with a wait time since before :cutoff (the partial index finds them)."""
     return (sa.select(UserStatus.user_id, UserStatus.busy_since, UserStatus.wait_time)
@@ -97,7 +97,7 @@ def end_expired_busy(now, grace_seconds):
     """Make available every user busy for longer than their wait_time plus the grace."""
     # Only rows busy for at least the grace can have expired; the partial index finds them.
     cutoff = naive_utc(now - timedelta(seconds=grace_seconds))
-    expired = [user_id for user_id, since, wait in read(_busy_candidates(), {"cutoff": cutoff})
+    expired = [user_id for user_id, since, wait in fetch_rows(_busy_candidates(), {"cutoff": cutoff})
                if _expired(since, wait, now, grace_seconds)]
 
     def available(status):

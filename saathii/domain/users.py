@@ -8,7 +8,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from ..extensions import db
 from ..fields import StrictInteger, MAX_ID
 from ..models import User, UserStatus
-from ..sql import prebuilt, read
+from ..sql import built_once, fetch_rows
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Caller:
         return self.role == "listener"
 
 
-@prebuilt
+@built_once
 def _active_statement():
     return sa.select(User.id, User.username, User.role, User.favorites_version).where(
         User.id == sa.bindparam("user"), User.is_active == sa.true())
@@ -33,7 +33,7 @@ def _active_statement():
 
 def active_caller(user_id):
     """Return the Caller for an active user id, or None."""
-    rows = read(_active_statement(), {"user": user_id})
+    rows = fetch_rows(_active_statement(), {"user": user_id})
     return Caller(*rows[0]) if rows else None
 
 

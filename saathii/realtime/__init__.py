@@ -96,7 +96,7 @@ def init_app(app):
             hub, relay, guard, config["FEED_RECONNECT_RATE"], config["FEED_RESTART_SECONDS"])
         bus().subscribe(realtime.publish)
         if isinstance(relay, PostgresRelay):
-            bus().stage_with(relay.stage)  # notifies inside the committing transaction
+            bus().add_transaction_writer(relay.notify_in_transaction)  # notifies inside the committing transaction
 
 
 def realtime():

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from ..deadline import DeadlineExceeded, deadline
 from ..extensions import db
 from ..models import User
-from ..sql import in_ids, prebuilt, read
+from ..sql import in_ids, built_once, fetch_rows
 from .memory import MemoryRelease
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 CHUNK = 1000
 
 
-@prebuilt
+@built_once
 def _active_among():
     return sa.select(User.id).where(in_ids(User.id, "ids"), User.is_active == sa.true())
 
@@ -33,7 +33,7 @@ def inactive_among(user_ids):
     active = set()
     for start in range(0, len(user_ids), CHUNK):
         chunk = user_ids[start:start + CHUNK]
-        active.update(row[0] for row in read(_active_among(), {"ids": chunk}))
+        active.update(row[0] for row in fetch_rows(_active_among(), {"ids": chunk}))
     return [user_id for user_id in user_ids if user_id not in active]
 
 

@@ -65,8 +65,9 @@ class PostgresRelay:
         self.thread = None
         self.lock = threading.Lock()
 
-    def stage(self, connection, events):
-        """Notify a committing transaction's events inside it (an EventBus stager)."""
+    def notify_in_transaction(self, connection, events):
+        """Notify a committing transaction's events inside it (an EventBus transaction
+        writer)."""
         payload = orjson.dumps({"origin": self.origin,
                                 "events": [event.to_json() for event in events]})
         if len(payload) > MAX_PAYLOAD_BYTES:
@@ -76,7 +77,7 @@ class PostgresRelay:
         connection.execute(NOTIFY, {"channel": self.channel, "payload": payload.decode()})
 
     def publish(self, event):
-        """Nothing to do once committed: stage() notified inside the transaction."""
+        """Nothing to do once committed: notify_in_transaction() notified inside it."""
 
     def start(self, wait=2.0):
         """Start the listening thread once; wait a little for its first probe to come

@@ -13,7 +13,7 @@ from simple_websocket import ConnectionClosed
 from .. import metrics, rate_limits
 from ..deadline import DeadlineExceeded, deadline, reset_on_close
 from ..domain import beats
-from ..sql import prebuilt, read
+from ..sql import built_once, fetch_rows
 from ..events import stored_events
 from ..extensions import db
 from ..errors import APIError, restarting
@@ -105,7 +105,7 @@ def wind_down(ws, writer, send_timeout, close_wait=CLOSE_HANDSHAKE_SECONDS):
     ws.thread.join(send_timeout + 1)
 
 
-@prebuilt
+@built_once
 def _greeting_statement():
     """The active user's favorites (one row each, or one row of NULL) and their newest
     stored event id: one query, one snapshot."""
@@ -119,7 +119,7 @@ def _greeting_statement():
 def greeting_data(user_id):
     """(listener ids the user has favorited, id of their newest stored event or None),
     or None when the account is not active."""
-    rows = read(_greeting_statement(), {"user": user_id})
+    rows = fetch_rows(_greeting_statement(), {"user": user_id})
     if not rows:
         return None
     return {listener for _, listener in rows if listener is not None}, rows[0][0]
