@@ -238,16 +238,12 @@ _STORED_COLUMNS = (FeedEvent.type, FeedEvent.data, FeedEvent.user_id, FeedEvent.
 
 
 @built_once
-def _stored_after():
+def _stored_for_user(including):
+    """A user's stored events after :after (or from it, including it), oldest first."""
+    after = sa.bindparam("after")
     return sa.select(*_STORED_COLUMNS).where(
-        FeedEvent.user_id == sa.bindparam("user"), FeedEvent.id > sa.bindparam("after")
-    ).order_by(FeedEvent.id)
-
-
-@built_once
-def _stored_from():
-    return sa.select(*_STORED_COLUMNS).where(
-        FeedEvent.user_id == sa.bindparam("user"), FeedEvent.id >= sa.bindparam("after")
+        FeedEvent.user_id == sa.bindparam("user"),
+        FeedEvent.id >= after if including else FeedEvent.id > after,
     ).order_by(FeedEvent.id)
 
 
@@ -262,8 +258,7 @@ def _stored_since():
 def stored_events(user_id, after_id, including=False):
     """The stored events for a user after an event id (or from it, including it),
     oldest first."""
-    statement = _stored_from() if including else _stored_after()
-    rows = fetch_rows(statement, {"user": user_id, "after": after_id})
+    rows = fetch_rows(_stored_for_user(including), {"user": user_id, "after": after_id})
     return [_stored(*row) for row in rows]
 
 

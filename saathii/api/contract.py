@@ -16,6 +16,13 @@ from . import json_body
 from .dumpers import dumper
 
 BODY_ERRORS = (400, 413, 415)  # a body can be malformed, too large or not JSON
+ERROR_DESCRIPTIONS = {
+    400: "Invalid input", 401: "Missing, invalid or expired token", 404: "Not found",
+    409: "Not possible in the current state (wait_time while not busy, or a status "
+         "changed concurrently)",
+    413: "Body over 16 KiB", 415: "Body is not JSON", 429: "Rate limit exceeded",
+    503: "Database unavailable",
+}
 
 
 def contract_of(view):
@@ -96,13 +103,3 @@ def other_responses(*codes):
     def decorate(view):
         return _declare(view, errors=codes)
     return decorate
-
-
-ERROR_DESCRIPTIONS = {
-    400: "Invalid input", 401: "Missing, invalid or expired token", 404: "Not found",
-    409: "Not possible in the current state (wait_time while not busy, or a status "
-         "changed concurrently)",
-    413: "Body over 16 KiB", 415: "Body is not JSON", 429: "Rate limit exceeded",
-    503: "Database unavailable",
-}
-

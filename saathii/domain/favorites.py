@@ -98,7 +98,8 @@ def _check_statement():
     favorited = sa.select(Favorite.id).where(
         Favorite.user_id == sa.bindparam("caller"), Favorite.listener_id == User.id).exists()
     return sa.select(User.id, User.username, favorited).where(
-        User.id == sa.bindparam("listener"), User.role == "listener", User.is_active == sa.true())
+        User.id == sa.bindparam("listener"), User.role == "listener",
+        User.is_active == sa.true())
 
 
 def is_favorited(caller_id, listener_id):

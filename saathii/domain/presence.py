@@ -80,11 +80,14 @@ def changed_status(status, is_online=None, is_busy=None, wait_time=..., seen=Fal
     return None
 
 
-def status_columns():
-    """What a Status is made of, in its order (a status row joined to its user)."""
-    return (UserStatus.user_id, UserStatus.is_online, UserStatus.is_busy, UserStatus.wait_time,
-            UserStatus.busy_since, UserStatus.last_seen, UserStatus.created_at,
-            UserStatus.updated_at, UserStatus.version, User.username, User.role)
+def status_rows():
+    """A SELECT of status rows joined to their users, each row what a Status is made of,
+    in its order (every reader of Statuses adds its own WHERE)."""
+    return sa.select(
+        UserStatus.user_id, UserStatus.is_online, UserStatus.is_busy, UserStatus.wait_time,
+        UserStatus.busy_since, UserStatus.last_seen, UserStatus.created_at,
+        UserStatus.updated_at, UserStatus.version, User.username, User.role,
+    ).join(User, User.id == UserStatus.user_id)
 
 
 class Status:
@@ -146,8 +149,8 @@ def apply_update(status, changes, now):
 @built_once
 def _own_status_statement():
     """The active user :user's status row (no row: none, or no active account)."""
-    return (sa.select(*status_columns()).join(User, User.id == UserStatus.user_id)
-            .where(UserStatus.user_id == sa.bindparam("user"), User.is_active == sa.true()))
+    return status_rows().where(UserStatus.user_id == sa.bindparam("user"),
+                               User.is_active == sa.true())
 
 
 def own_status(user_id):
@@ -210,7 +213,7 @@ def _written_since_statement():
     """Active users' status rows written at or after :since, after user :after, in user
     id order, :limit of them."""
     return (
-        sa.select(*status_columns()).join(User, User.id == UserStatus.user_id)
+        status_rows()
         .where(UserStatus.updated_at >= sa.bindparam("since"),
                UserStatus.user_id > sa.bindparam("after"), User.is_active == sa.true())
         .order_by(UserStatus.user_id).limit(sa.bindparam("limit"))
@@ -222,7 +225,7 @@ def presence_written_since(since, after_user_id, limit):
     was written at or after a time: a page of at most `limit`, after a user id, in id
     order (what a process that missed other processes' events sends its sockets again)."""
     rows = fetch_rows(_written_since_statement(),
-                {"since": naive_utc(since), "after": after_user_id, "limit": limit})
+                      {"since": naive_utc(since), "after": after_user_id, "limit": limit})
     events = []
     for row in rows:
         status = Status(*row)

@@ -16,7 +16,7 @@ from ..models import User, UserStatus, naive_utc
 from ..sql import in_ids, built_once
 from . import presence
 from .batches import Batcher, app_batcher
-from .presence import MAX_ATTEMPTS, Status, add_missing_statuses, apply_update, status_columns
+from .presence import MAX_ATTEMPTS, Status, add_missing_statuses, apply_update, status_rows
 
 KEY = "saathii_status_updates"
 
@@ -52,7 +52,7 @@ def batcher():
 def _statuses_read():
     """The status rows of the active users among :ids, in id order."""
     return (
-        sa.select(*status_columns()).join(User, User.id == UserStatus.user_id)
+        status_rows()
         .where(in_ids(UserStatus.user_id, "ids"), User.is_active == sa.true())
         .order_by(UserStatus.user_id)
     )

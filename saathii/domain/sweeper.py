@@ -11,9 +11,9 @@ from ..clock import clock
 from ..errors import APIError
 from ..events import prune_relay_messages, prune_stored_events, publish_committed
 from ..extensions import db
-from ..models import User, UserStatus, aware_utc, naive_utc
+from ..models import UserStatus, aware_utc, naive_utc
 from ..sql import built_once, fetch_rows
-from .presence import Status, changed_status, status_columns
+from .presence import Status, changed_status, status_rows
 from .status_updates import write_statuses
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def _write(read_rows, change):
 
 def lapsed(cutoff):
     """Online users last seen before cutoff, oldest first (served by a partial index)."""
-    return (sa.select(*status_columns()).join(User, User.id == UserStatus.user_id)
+    return (status_rows()
             .where(UserStatus.is_online == sa.true(), UserStatus.last_seen < cutoff)
             .order_by(UserStatus.last_seen))
 
@@ -87,7 +87,8 @@ def take_lapsed_offline(now, timeout_seconds):
 
 @built_once
 def _busy_candidates():
-    """Users busy with a wait time since before :cutoff (the partial index finds them)."""
+    """Users busy with a wait time since before :cutoff: only rows busy for at least the
+    grace can have expired (the partial index finds them)."""
     return (sa.select(UserStatus.user_id, UserStatus.busy_since, UserStatus.wait_time)
             .where(UserStatus.is_busy == sa.true(), UserStatus.wait_time.is_not(None),
                    UserStatus.busy_since < sa.bindparam("cutoff", type_=sa.DateTime())))
@@ -95,21 +96,22 @@ def _busy_candidates():
 
 def end_expired_busy(now, grace_seconds):
     """Make available every user busy for longer than their wait_time plus the grace."""
-    # Only rows busy for at least the grace can have expired; the partial index finds them.
+    def ended(busy_since, wait_time):
+        return _expired(busy_since, wait_time, now, grace_seconds)
+
     cutoff = naive_utc(now - timedelta(seconds=grace_seconds))
-    expired = [user_id for user_id, since, wait in fetch_rows(_busy_candidates(), {"cutoff": cutoff})
-               if _expired(since, wait, now, grace_seconds)]
+    candidates = fetch_rows(_busy_candidates(), {"cutoff": cutoff})
+    expired = [user_id for user_id, since, wait in candidates if ended(since, wait)]
 
     def available(status):
-        if status.is_busy and _expired(status.busy_since, status.wait_time, now, grace_seconds):
+        if status.is_busy and ended(status.busy_since, status.wait_time):
             return changed_status(status, is_busy=False, now=now)
         return None
 
     total = 0
     for start in range(0, len(expired), BATCH):
         chunk = expired[start:start + BATCH]
-        query = sa.select(*status_columns()).join(User, User.id == UserStatus.user_id) \
-            .where(UserStatus.user_id.in_(chunk)).order_by(UserStatus.user_id)
+        query = status_rows().where(UserStatus.user_id.in_(chunk)).order_by(UserStatus.user_id)
         total += _write(_locked(query), available)[0]
     return total
 

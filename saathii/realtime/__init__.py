@@ -96,7 +96,8 @@ def init_app(app):
             hub, relay, guard, config["FEED_RECONNECT_RATE"], config["FEED_RESTART_SECONDS"])
         bus().subscribe(realtime.publish)
         if isinstance(relay, PostgresRelay):
-            bus().add_transaction_writer(relay.notify_in_transaction)  # notifies inside the committing transaction
+            # It notifies inside the committing transaction.
+            bus().add_transaction_writer(relay.notify_in_transaction)
 
 
 def realtime():
