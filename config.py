@@ -204,11 +204,27 @@ class Config:
     RATELIMIT_KEY_PREFIX = os.environ.get("RATELIMIT_KEY_PREFIX", "saathii")
     # How long a favorites list's online/available counts may be reused (0: never).
     FAVORITE_COUNTS_CACHE_SECONDS = _int("FAVORITE_COUNTS_CACHE_SECONDS", 2)
+    # A 304 to If-None-Match is answered from memory (no database) for at most this long
+    # after the answer was read (0: every conditional GET reads; see revalidation.py).
+    CONDITIONAL_GET_MAX_AGE_SECONDS = _float("CONDITIONAL_GET_MAX_AGE_SECONDS", 30)
     # Presence lifecycle: the sweeper job and its timings.
     SCHEDULER_ENABLED = _bool("SCHEDULER_ENABLED", True)
     SWEEP_INTERVAL_SECONDS = _int("SWEEP_INTERVAL_SECONDS", 15)
     PRESENCE_TIMEOUT_SECONDS = _int("PRESENCE_TIMEOUT_SECONDS", 120)
     BUSY_GRACE_SECONDS = _int("BUSY_GRACE_SECONDS", 300)
+    # Presence that follows the feed socket: a user holding one stays online without REST
+    # heartbeats, and goes offline OFFLINE_GRACE_SECONDS after their last one closes
+    # (unless it reopens meanwhile, on any process). Users without sockets: heartbeats.
+    PRESENCE_FROM_SOCKETS = _bool("PRESENCE_FROM_SOCKETS", True)
+    OFFLINE_GRACE_SECONDS = _float("OFFLINE_GRACE_SECONDS", 10)
+    # How often each process marks its socket holders seen (well within the timeout).
+    SOCKET_PRESENCE_REFRESH_SECONDS = _float(
+        "SOCKET_PRESENCE_REFRESH_SECONDS", PRESENCE_TIMEOUT_SECONDS / 4)
+    # A process's lease on its socket holders: renewed every third of it; once it runs out
+    # (the process died) the sweeper takes offline those of its users seen nowhere since.
+    SOCKET_LEASE_SECONDS = _float("SOCKET_LEASE_SECONDS", 10)
+    # How often socket presence looks at departures and arrivals (0: only when told).
+    SOCKET_PRESENCE_TICK_SECONDS = _float("SOCKET_PRESENCE_TICK_SECONDS", 1)
     MIGRATIONS_DIR = BASE_DIR / "migrations"
     # The live console at /console: on by default except in production.
     CONSOLE_ENABLED = _bool("CONSOLE_ENABLED", SAATHII_ENV != "production")

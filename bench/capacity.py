@@ -1,10 +1,10 @@
 """Capacity: how many connected users the Procfile's web process carries on this machine.
 
     python bench/capacity.py [--users 10000] [--steady 60] [--processes 1]
-                             [--redis-url URL] [--smoke]
+                             [--redis-url URL] [--no-heartbeats] [--smoke]
 
 Every user holds a feed socket and sends a REST heartbeat every 30 s (as the seed
-documents ask); a tenth are listeners, each favorited by about 90 customers, toggling busy
+documents ask; with --no-heartbeats none: the socket keeps them online); a tenth are listeners, each favorited by about 90 customers, toggling busy
 and available every 5 minutes on average; customers add and remove favorites (20 a
 second) and read their list and their favorites' presence (20 a second each). Phases:
 connect (every socket opens and is greeted), ramp (everyone's first heartbeat within 30 s,
@@ -176,7 +176,8 @@ def client_main(args):
                 gevent.killall(workers, block=False)
                 workers = []
             if phase["name"] == "ramp":
-                workers += [gevent.spawn(beat, u) for u in users]
+                if spec["heartbeats"]:
+                    workers += [gevent.spawn(beat, u) for u in users]
                 workers += [gevent.spawn(toggle, u) for u in set(users) & set(listeners)]
                 if actor:
                     workers += [gevent.spawn(every, CHURN_PER_SECOND, churn),
@@ -296,7 +297,8 @@ def run(args):
         env["WEB_CONCURRENCY"] = str(args.workers or 1)
     elif args.workers:
         env["WEB_CONCURRENCY"] = str(args.workers)
-    result = {"users": args.users, "clients": parts, "processes": args.processes}
+    result = {"users": args.users, "clients": parts, "processes": args.processes,
+              "heartbeats": not args.no_heartbeats}
     with ExitStack() as stack:
         servers = [stack.enter_context(Server(f"capacity-{n}", "wsgi:app", url, **env))
                    for n in range(args.processes)]
@@ -310,7 +312,8 @@ def run(args):
                 clients.append(Client(servers[n % args.processes].port, {
                     "users": mine, "listeners": listeners, "customers": customers,
                     "favorites": {c: favorites[c] for c in mine if c in favorites},
-                    "actor": n == 0}, args.concurrency))
+                    "actor": n == 0, "heartbeats": not args.no_heartbeats},
+                    args.concurrency))
             connected = [c.expect("connected", 900) for c in clients]
             greeted = sum(c["greeted"] for c in connected)
             first = min(c["first"] for c in connected if c["first"])
@@ -400,7 +403,9 @@ def table(results):
                      + (f" ({row[k]['errors']} err)" if row[k]["errors"] else "")
                      for k in KINDS]
             cores = result[f"{name}_cores"]
-            lines.append(f"| {result['users']:,} | {name} | " + " | ".join(cells) +
+            who = f"{result['users']:,}" + ("" if result.get("heartbeats", True)
+                                             else " (sockets, no heartbeats)")
+            lines.append(f"| {who} | {name} | " + " | ".join(cells) +
                          f" | {row['delivery']['p50_ms']} / {row['delivery']['p99_ms']} | "
                          f"{cores['server']} / {cores['postgresql']} / {cores['clients']} |")
     return "\n".join(lines)
@@ -427,6 +432,9 @@ def main():
                              "with --processes 2 or more)")
     parser.add_argument("--after-close", type=float, default=60,
                         help="seconds after the sockets close to read the memory again")
+    parser.add_argument("--no-heartbeats", action="store_true",
+                        help="users send no REST heartbeats: their sockets keep them online "
+                             "(PRESENCE_FROM_SOCKETS, on by default)")
     parser.add_argument("--smoke", action="store_true",
                         help="300 users, 10 s ramp, 10 s steady")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)

@@ -41,6 +41,10 @@ SCENARIOS = [
              "rotate.lua", 0.50),
     Scenario("favorites_cursor", "GET /favorites?limit=20&max_id= near the end of that list",
              "rotate.lua", 0.95, versus="favorites_page"),
+    Scenario("favorites_304", "GET /favorites page 1 of that customer, If-None-Match current "
+             "(304)", "rotate.lua", 0.60),
+    Scenario("status_304", "GET /both/status/me, If-None-Match current (304), varied users",
+             "rotate.lua", 0.60),
     Scenario("presence_batch", "GET /users/presence with 100 ids, varied ids and callers",
              "rotate.lua", 0.50),
     Scenario("favorites_add_remove", "POST /favorites/add then DELETE /favorites/remove",
@@ -93,6 +97,10 @@ def request_lines(data, rng):
         "favorites_page": [_line("GET", "/favorites?page=1&per_page=20", heavy)],
         "favorites_cursor": [_line("GET", f"/favorites?limit=20&max_id={fid}", heavy)
                              for fid in oldest],
+        # Conditional GETs: probe() adds each line's current ETag.
+        "favorites_304": [_line("GET", "/favorites?page=1&per_page=20", heavy)],
+        "status_304": [_line("GET", "/both/status/me", token(u))
+                       for u in rng.sample(everyone, min(2000, users))],
         "presence_batch": presence,
         "favorites_add_remove": [
             f"{token(c)}\tPOST\t/favorites/add\t{body}\tDELETE\t/favorites/remove\t{body}"
@@ -136,8 +144,42 @@ def _send(port, method, path, tok, body=""):
     return json.loads(payload)
 
 
+def _etag(port, path, tok, etag=None):
+    """(status, ETag) of a GET, conditional when an ETag is given."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Authorization": f"Bearer {tok}"}
+    if etag:
+        headers["If-None-Match"] = etag
+    conn.request("GET", path, headers=headers)
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response.status, response.getheader("ETag")
+
+
+def with_etags(path_of_file, port):
+    """Give each conditional GET of a request file the current ETag of its answer, and
+    check that sending it back is answered 304."""
+    with open(path_of_file) as file:
+        lines = [line.rstrip("\n").split("\t")[:3] for line in file if line.strip()]
+    rows = []
+    for method, path, tok in lines:
+        status, etag = _etag(port, path, tok)
+        if status != 200 or not etag:
+            raise BenchError(f"GET {path} answered {status} with ETag {etag!r}")
+        rows.append(f"{method}\t{path}\t{tok}\t\t{etag}")
+    status, _ = _etag(port, lines[0][1], lines[0][2], rows[0].rsplit("\t", 1)[1])
+    if status != 304:
+        raise BenchError(f"GET {lines[0][1]} with its ETag answered {status}, not 304")
+    with open(path_of_file, "w") as file:
+        file.write("\n".join(rows) + "\n")
+
+
 def probe(name, port, path_of_file, data):
     """Send a scenario's first request once and check the answer is what it should be."""
+    if name.endswith("_304"):
+        with_etags(path_of_file, port)
+        return
     with open(path_of_file) as file:
         first = file.readline().rstrip("\n")
     if name in ("favorites_add_remove", "status_toggle"):

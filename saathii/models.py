@@ -177,3 +177,25 @@ class SchedulerLease(db.Model):
     name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(sa.String(128))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SocketProcess(db.Model):
+    """A process holding feed sockets, alive while its lease runs (socket presence)."""
+
+    __tablename__ = "socket_processes"
+
+    process: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    # Its last sign of life: a user it held who was seen after this was seen elsewhere.
+    renewed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class HeldSocket(db.Model):
+    """A user holding at least one feed socket in a process (socket presence)."""
+
+    __tablename__ = "held_sockets"
+    __table_args__ = (sa.Index("ix_held_sockets_process", "process"),)
+
+    user_id: Mapped[int] = mapped_column(
+        BigId, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    process: Mapped[str] = mapped_column(sa.String(128), primary_key=True)

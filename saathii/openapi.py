@@ -10,7 +10,9 @@ from .api.contract import ERROR_DESCRIPTIONS, contract_of
 from .fields import MAX_ID
 
 JSON = "application/json"
-ALWAYS = (400, 401, 503)  # any request can be malformed, unauthenticated or meet an outage
+ALWAYS = (400, 401, 503)
+REVALIDATED = ("A weak validator of what the answer says (last_seen and version aside): "
+               "send it back in If-None-Match")  # any request can be malformed, unauthenticated or meet an outage
 DESCRIPTION = """Favorites and presence for the Saathii voice-calling app.
 
 Every endpoint takes `Authorization: Bearer <access_token>`. Errors are JSON:
@@ -65,6 +67,10 @@ def _operation(rule, view, contract, alias):
                   for name, description in contract.get("path_ids", {}).items()]
     if "arguments" in contract:
         parameters.append({"in": "query", "schema": contract["arguments"]})
+    if contract.get("revalidated"):
+        parameters.append({"in": "header", "name": "If-None-Match", "required": False,
+                           "description": "The ETag of the answer you hold: 304 if current",
+                           "schema": {"type": "string"}})
     if parameters:
         operation["parameters"] = parameters
     if "body" in contract:
@@ -72,10 +78,16 @@ def _operation(rule, view, contract, alias):
                                     "content": {JSON: {"schema": contract["body"]}}}
     schema, headers = contract["response"]
     ok = {"description": "OK", "content": {JSON: {"schema": schema}}}
+    if contract.get("revalidated"):
+        headers = {**headers, "ETag": REVALIDATED}
     if headers:
         ok["headers"] = {name: {"description": text, "schema": {"type": "string"}}
                          for name, text in headers.items()}
-    operation["responses"] = {"200": ok, **{
+    if contract.get("revalidated"):
+        operation["responses"] = {"304": {"description": "Not Modified: the ETag in "
+                                          "If-None-Match is current", "headers": {
+                                              "ETag": ok["headers"]["ETag"]}}}
+    operation["responses"] = {"200": ok, **operation.get("responses", {}), **{
         str(code): {"description": ERROR_DESCRIPTIONS[code],
                     "content": {JSON: {"schema": "Error"}}}
         for code in sorted({*contract["errors"], *ALWAYS})}}

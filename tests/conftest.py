@@ -60,6 +60,11 @@ def config(database_uri, tmp_path):
         SCHEDULER_ENABLED = False  # tests run sweeps themselves, on a clock they move
         RATELIMIT_ENABLED = False  # the rate-limit tests turn it on
         FAVORITE_COUNTS_CACHE_SECONDS = 0  # counts are exact; the cache has its own tests
+        # Presence by REST heartbeats alone, as for clients that hold no socket: the feed's
+        # tests watch heartbeats' events from sockets of the same users. Socket presence
+        # (on by default) has its own tests, test_socket_presence*.py, and the checker.
+        PRESENCE_FROM_SOCKETS = False
+        SOCKET_PRESENCE_TICK_SECONDS = 0  # its tests tick on the clock they move
         # The relay follows the test database (PostgreSQL: LISTEN/NOTIFY), whatever the
         # environment says; the Redis tests start processes with REDIS_URL themselves.
         REDIS_URL = None

@@ -100,7 +100,8 @@ def web_process(start_process, request):
         redis = request.getfixturevalue("redis_url") if relay == "redis" else None
         settings = {"PORT": port, "WEB_CONCURRENCY": workers, "REDIS_URL": redis,
                     "REDIS_CHANNEL": channel, "NOTIFY_CHANNEL": f"saathii_test_{suffix}",
-                    "EVENT_RELAY": None, "RATELIMIT_ENABLED": "false", **env}
+                    "EVENT_RELAY": None, "RATELIMIT_ENABLED": "false",
+                    "PRESENCE_FROM_SOCKETS": "false", **env}  # as in conftest's TestConfig
         process = start_process(["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
                                 wait_for_port=port, **settings)
         start.masters.append(process.pid)

@@ -1,6 +1,7 @@
 """Fixtures and helpers for feed sockets: the app served over real HTTP in a thread, and
 a feed client that speaks JSON."""
 import json
+import socket as raw_socket
 import threading
 
 import pytest
@@ -24,6 +25,17 @@ def serve(app):
 def live_server(app):
     """The app served over real HTTP in a background thread; yields its base URL."""
     yield from serve(app)
+
+
+def raw_feed(live_server, token):
+    """A feed socket's upgrade sent on a plain TCP socket (returned, nothing read): a peer
+    that then reads or answers only what the test makes it."""
+    host, port = live_server.split(":")
+    raw = raw_socket.create_connection((host, int(port)), timeout=5)
+    raw.sendall((f"GET /ws/feed?token={token} HTTP/1.1\r\nHost: {live_server}\r\n"
+                 "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").encode())
+    return raw
 
 
 class WebSocketClient(simple_websocket.Client):

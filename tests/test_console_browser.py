@@ -191,6 +191,13 @@ def test_two_users_watch_each_other_live(app, make_user, customer, listener, ope
     screenshots(customer_page, "console-customer")
     screenshots(listener_page, "console-listener")
 
+    # Reloading an unchanged list costs a 304: the console keeps the answer and says so.
+    customer_page.click("#reload-favorites")
+    customer_page.click("#reload-favorites")
+    expect(customer_page.locator("#favorites-note")).to_contain_text("304 Not Modified")
+    expect(customer_page.locator("#favorites li.favorite")).to_have_count(20)
+    expect(favorite_row(customer_page, listener.id)).to_have_attribute("data-state", "busy")
+
     # An API error is shown with its detail, never swallowed.
     customer_page.fill("#listener-id", "999999")
     customer_page.click("#add-favorite")

@@ -7,7 +7,7 @@ from marshmallow import Schema
 from marshmallow import fields as mm_fields
 from swagger_ui_bundle import swagger_ui_path
 
-from saathii import schemas
+from saathii import openapi, schemas
 from saathii.api.contract import contract_of
 from saathii.api.dumpers import dumper
 from saathii.openapi import build_spec
@@ -133,9 +133,17 @@ def test_the_document_comes_from_the_views_declarations(app):
         "in": "path", "name": "listener_id", "required": True,
         "description": "The listener's user id",
         "schema": {"type": "integer", "minimum": 1, "maximum": 9223372036854775807}}]
-    assert spec["paths"]["/favorites"]["get"]["responses"]["200"]["headers"] == {
+    listing = spec["paths"]["/favorites"]["get"]
+    assert listing["responses"]["200"]["headers"] == {
         "Link": {"description": "RFC 8288 links: next, prev (and first, last in page mode)",
-                 "schema": {"type": "string"}}}
+                 "schema": {"type": "string"}},
+        "ETag": {"description": openapi.REVALIDATED, "schema": {"type": "string"}}}
+    assert listing["responses"]["304"]["headers"]["ETag"]["description"] == \
+        openapi.REVALIDATED
+    assert {"in": "header", "name": "If-None-Match", "required": False,
+            "description": "The ETag of the answer you hold: 304 if current",
+            "schema": {"type": "string"}} in listing["parameters"]
+    assert "304" not in add["responses"]  # only the views declared @revalidated
     assert spec["paths"]["/users/me/status"]["get"]["summary"] == "My status (client alias)"
     assert spec["paths"]["/both/status/me"]["get"]["summary"] == "My status"
     update = spec["components"]["schemas"]["StatusUpdate"]

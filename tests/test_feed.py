@@ -12,7 +12,7 @@ import simple_websocket
 from saathii.events import stored_events
 from saathii.realtime import KEY as REALTIME_KEY
 
-from .sockets import FeedClient
+from .sockets import FeedClient, raw_feed
 
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
@@ -306,11 +306,7 @@ def test_a_peer_that_stops_answering_pings_is_dropped(app, live_server, customer
     closed by the next ping and leaves the hub."""
     app.config["SOCK_SERVER_OPTIONS"] = {**app.config["SOCK_SERVER_OPTIONS"],
                                          "ping_interval": 0.2}
-    host, port = live_server.split(":")
-    raw = raw_socket.create_connection((host, int(port)), timeout=5)
-    raw.sendall((f"GET /ws/feed?token={customer.token} HTTP/1.1\r\nHost: {live_server}\r\n"
-                 "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").encode())
+    raw = raw_feed(live_server, customer.token)
     hub = realtime_of(app).hub
     deadline = time.monotonic() + 5
     while hub.count() == 0 and time.monotonic() < deadline:

@@ -1,9 +1,10 @@
 -- Shared by the bench's wrk scripts: request formatting and a machine-readable summary.
 local common = {}
 
-function common.format(method, path, token, body)
+function common.format(method, path, token, body, etag)
   local headers = {Host = wrk.headers["Host"]}
   if token ~= "" then headers["Authorization"] = "Bearer " .. token end
+  if etag and etag ~= "" then headers["If-None-Match"] = etag end
   if body ~= "" then headers["Content-Type"] = "application/json" end
   return wrk.format(method, path, headers, body)
 end

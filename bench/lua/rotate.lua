@@ -1,5 +1,6 @@
 -- Rotates through prepared requests, one per line of the file named after "--":
 --   METHOD<TAB>PATH<TAB>TOKEN<TAB>BODY      (TOKEN and BODY may be empty)
+--   METHOD<TAB>PATH<TAB>TOKEN<TAB><TAB>ETAG (a conditional GET: If-None-Match)
 -- Every thread starts at its own offset, so threads send different users' requests.
 -- Usage: wrk -t2 -c64 -d15s --latency -s rotate.lua URL -- requests.tsv 2
 local common = dofile(debug.getinfo(1, "S").source:sub(2):match("(.*/)") .. "common.lua")
@@ -16,8 +17,10 @@ function init(args)
   requests = {}
   for line in io.lines(args[1]) do
     local method, path, token, body = line:match("^([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$")
+    local etag = ""
+    if body and body:sub(1, 1) == "\t" then etag, body = body:sub(2), "" end
     if method then
-      requests[#requests + 1] = common.format(method, path, token, body)
+      requests[#requests + 1] = common.format(method, path, token, body, etag)
     end
   end
   assert(#requests > 0, "no requests in " .. args[1])

@@ -8,10 +8,12 @@ below @authenticate and any rate limit: input is read once the caller may send i
 """
 from functools import wraps
 
-from flask import request
+from flask import Response, g, request
 
 from ..errors import bad_request
 from ..fields import is_id
+from ..realtime import trusted_changes
+from ..revalidation import etag_of
 from . import json_body
 from .dumpers import dumper
 
@@ -91,6 +93,47 @@ def response(schema, headers=None):
             return dump(answer)
         return _declare(with_response, response=(schema, headers or {}))
     return decorate
+
+
+def revalidated(depends_on):
+    """The view's answer carries a weak ETag, and a matching If-None-Match gets 304 Not
+    Modified, from this process's memory when nothing heard since touches the answer
+    (saathii/revalidation.py). depends_on(data) names what the answer shows: (the users
+    whose presence, the user whose favorites or None); it is asked only of conditional
+    requests (it may read: a client that never revalidates costs nothing more). Put it
+    below @authenticate and any rate limit, above the input's decorators: a 304 from
+    memory reads nothing."""
+    def decorate(view):
+        @wraps(view)
+        def with_etag(*args, **kwargs):
+            conditional = bool(request.if_none_match)
+            changes = trusted_changes() if conditional else None
+            key = (request.endpoint, g.user_id, request.path, request.query_string)
+            if changes is not None:
+                known = changes.current(key)
+                if known is not None and request.if_none_match.contains_weak(known):
+                    return _not_modified(known)
+                mark = changes.mark()
+            data, status, headers = _parts(view(*args, **kwargs))
+            etag = etag_of(data)
+            if changes is not None:
+                changes.remember(key, etag, mark, *depends_on(data))
+            if conditional and request.if_none_match.contains_weak(etag):
+                return _not_modified(etag)
+            return data, status, {**headers, "ETag": f'W/"{etag}"'}
+        return _declare(with_etag, revalidated=True)
+    return decorate
+
+
+def _parts(answer):
+    if isinstance(answer, tuple):
+        data, status, headers = answer
+        return data, status, dict(headers)
+    return answer, 200, {}
+
+
+def _not_modified(etag):
+    return Response(status=304, headers={"ETag": f'W/"{etag}"'})
 
 
 def other_responses(*codes):

@@ -9,7 +9,7 @@ from ..schemas import (
     CURSOR_PARAMS, favorite_action_schema, favorite_request_schema, favorites_page_schema,
     favorites_query_schema,
 )
-from .contract import arguments, body, other_responses, path_ids, response
+from .contract import arguments, body, other_responses, path_ids, response, revalidated
 
 bp = Blueprint("favorites", __name__, url_prefix="/favorites")
 
@@ -65,8 +65,14 @@ def check(listener_id):
     return _action(listener, found, f"{listener.username} is {where} favorites")
 
 
+def _list_depends_on(_data):
+    """A list shows the caller's favorites and each favorite's presence."""
+    return favorites.listener_ids(g.user_id), g.user_id
+
+
 @bp.get("")
 @authenticate(account_in_query=True)
+@revalidated(_list_depends_on)
 @arguments(favorites_query_schema)
 @response(favorites_page_schema, headers=LINK)
 def index(args):

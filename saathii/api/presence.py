@@ -3,7 +3,7 @@
 The Presence & Status API's paths live under /both/status; its mobile client's paths
 under /users/me. Both are served.
 """
-from flask import Blueprint, g
+from flask import Blueprint, g, request
 
 from ..auth import authenticate
 from ..domain import beats, presence, status_updates
@@ -13,7 +13,7 @@ from ..schemas import (
     message_schema, presence_schema, presences_schema, status_schema, status_update_schema,
     user_ids_query_schema,
 )
-from .contract import arguments, body, other_responses, path_ids, response
+from .contract import arguments, body, other_responses, path_ids, response, revalidated
 
 bp = Blueprint("presence", __name__)
 HEARTBEAT_RECEIVED = {"message": "Heartbeat received"}
@@ -22,6 +22,7 @@ HEARTBEAT_RECEIVED = {"message": "Heartbeat received"}
 @bp.get("/both/status/me")
 @bp.get("/users/me/status")
 @authenticate(account_in_query=True)
+@revalidated(lambda _data: ((g.user_id,), None))
 @response(status_schema)
 def my_status():
     """My status."""
@@ -56,6 +57,7 @@ def update_my_status(changes):
 @bp.get("/users/<user_id>/presence")
 @authenticate(account_in_query=True)
 @presence_lookups_limit
+@revalidated(lambda data: ((data["user_id"],), None))
 @path_ids(user_id="The user's id")
 @response(presence_schema)
 @other_responses(404, 429)
@@ -67,6 +69,7 @@ def user_presence(user_id):
 @bp.get("/users/presence")
 @authenticate(account_in_query=True)
 @presence_lookups_limit
+@revalidated(lambda _data: (presence.parse_user_ids(request.args.get("user_ids")), None))
 @arguments(user_ids_query_schema)
 @response(presences_schema)
 @other_responses(429)

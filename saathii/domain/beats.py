@@ -158,6 +158,20 @@ def _bring_online(connection, user_ids, now, events, applied):
         applied.add(user_id)
 
 
+def keep_online(user_ids, now):
+    """Mark the online users among user_ids seen at `now` (their feed sockets are open):
+    the online half of a beat, never bringing anyone online (a user who went offline
+    themselves stays so); one statement per call. The ids written. On PostgreSQL a row
+    another transaction holds is skipped: its writer sets last_seen, or the next round."""
+    ids = sorted(set(user_ids))
+    if db.engine.dialect.name == "postgresql":
+        rows = write_alone(_free_beats_statement(), {"ids": ids, "now": naive_utc(now)})
+    else:
+        with transaction([]) as connection:
+            rows = connection.execute(_beats_statement(), {"ids": ids, "now": now}).all()
+    return {row[0] for row in rows}
+
+
 def beat(user_id):
     """An active user's heartbeat, written with the beats that arrive meanwhile and
     committed before it returns: an offline user comes online (one event). Whether it

@@ -112,6 +112,16 @@ def is_favorited(caller_id, listener_id):
     return Caller(user_id, username, "listener"), bool(found)
 
 
+@built_once
+def _listener_ids_statement():
+    return sa.select(Favorite.listener_id).where(Favorite.user_id == sa.bindparam("caller"))
+
+
+def listener_ids(caller_id):
+    """The ids of every listener the caller has favorited (what their lists depend on)."""
+    return [row[0] for row in fetch_rows(_listener_ids_statement(), {"caller": caller_id})]
+
+
 @dataclass
 class FavoritesSlice:
     """One page of a user's favorites with the counts over the whole filtered list."""

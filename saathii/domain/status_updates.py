@@ -7,16 +7,20 @@ real change), the changed rows written in one statement with the version check t
 sweeper and every writer use, one commit, then the events published. An update refused
 by the rules (409) refuses no other of its batch.
 """
+import logging
+
 import sqlalchemy as sa
 
 from ..clock import clock
 from ..errors import APIError, unauthorized
-from ..events import transaction
+from ..events import publish_committed, transaction
 from ..models import User, UserStatus, naive_utc
 from ..sql import in_ids, built_once
 from . import presence
 from .batches import Batcher, app_batcher
 from .presence import MAX_ATTEMPTS, Status, add_missing_statuses, apply_update, status_rows
+
+log = logging.getLogger(__name__)
 
 KEY = "saathii_status_updates"
 
@@ -108,6 +112,32 @@ def write_statuses(read_rows, apply, events):
         events.extend(made)
         return result
     raise APIError(409, "The status changed concurrently; try again")
+
+
+def write_changes(read_rows, change):
+    """Change the status rows read_rows(connection) reads (locked) in one transaction by
+    change(status) -> event or None, through write_statuses, and publish the events once
+    committed; returns (rows changed, rows read). A batch that keeps colliding with other
+    writers is left alone (0, 0): its callers (the sweeper, socket presence) come again."""
+    events = []
+
+    def apply(found, made):
+        changed = []
+        for status in found.values():
+            event = change(status)
+            if event is not None:
+                status.version += 1
+                made.append(event)
+                changed.append(status)
+        return (len(changed), len(found)), changed
+
+    try:
+        result = write_statuses(read_rows, apply, events)
+    except APIError:
+        log.warning("a presence batch kept colliding with other writers; left for later")
+        return 0, 0
+    publish_committed(events)
+    return result
 
 
 def locked_statuses(connection, user_ids, now):

@@ -8,13 +8,13 @@ from flask import current_app
 
 from .. import metrics
 from ..clock import clock
-from ..errors import APIError
-from ..events import prune_relay_messages, prune_stored_events, publish_committed
+from ..events import prune_relay_messages, prune_stored_events
 from ..extensions import db
 from ..models import UserStatus, aware_utc, naive_utc
 from ..sql import built_once, fetch_rows
+from . import held_sockets
 from .presence import Status, changed_status, status_rows
-from .status_updates import write_statuses
+from .status_updates import write_changes
 
 log = logging.getLogger(__name__)
 
@@ -28,35 +28,9 @@ class SweepResult:
     """What one sweep changed."""
 
     taken_offline: int = 0
+    orphans_offline: int = 0
     busy_ended: int = 0
     events_pruned: int = 0
-
-
-def _write(read_rows, change):
-    """Change the status rows read_rows(connection) reads (locked) in one transaction by
-    change(status) -> event or None, through the one presence writer
-    (status_updates.write_statuses), and publish the events once committed; returns (rows
-    changed, rows read). A batch that keeps colliding with other writers is left for the
-    next sweep."""
-    events = []
-
-    def apply(found, made):
-        changed = []
-        for status in found.values():
-            event = change(status)
-            if event is not None:
-                status.version += 1
-                made.append(event)
-                changed.append(status)
-        return (len(changed), len(found)), changed
-
-    try:
-        result = write_statuses(read_rows, apply, events)
-    except APIError:
-        log.warning("sweep batch kept colliding with other writers; left for the next sweep")
-        return 0, 0
-    publish_committed(events)
-    return result
 
 
 def lapsed(cutoff):
@@ -78,7 +52,7 @@ def take_lapsed_offline(now, timeout_seconds):
     query = lapsed(now - timedelta(seconds=timeout_seconds)).limit(BATCH)
     total = 0
     while True:
-        changed, seen = _write(_locked(query),
+        changed, seen = write_changes(_locked(query),
                                lambda status: changed_status(status, is_online=False, now=now))
         total += changed
         if seen < BATCH:
@@ -112,7 +86,7 @@ def end_expired_busy(now, grace_seconds):
     for start in range(0, len(expired), BATCH):
         chunk = expired[start:start + BATCH]
         query = status_rows().where(UserStatus.user_id.in_(chunk)).order_by(UserStatus.user_id)
-        total += _write(_locked(query), available)[0]
+        total += write_changes(_locked(query), available)[0]
     return total
 
 
@@ -131,12 +105,14 @@ def sweep(now=None):
     result = SweepResult(
         taken_offline=take_lapsed_offline(now, config["PRESENCE_TIMEOUT_SECONDS"]),
         busy_ended=end_expired_busy(now, config["BUSY_GRACE_SECONDS"]),
+        orphans_offline=held_sockets.take_orphans_offline(now),
     )
     retention = timedelta(hours=config["FEED_EVENT_RETENTION_HOURS"])
     result.events_pruned = prune_stored_events(now - retention)
     prune_relay_messages(now - RELAY_RETENTION)
     db.session.commit()
-    if result.taken_offline or result.busy_ended:
-        log.info("sweep: %s taken offline, %s no longer busy", result.taken_offline,
-                 result.busy_ended)
+    if result.taken_offline or result.busy_ended or result.orphans_offline:
+        log.info("sweep: %s taken offline, %s no longer busy, %s whose feed sockets' "
+                 "process is gone taken offline", result.taken_offline, result.busy_ended,
+                 result.orphans_offline)
     return result

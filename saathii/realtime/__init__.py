@@ -1,16 +1,16 @@
 """The real-time feed: sockets held by this process, and events relayed between processes."""
-import functools
-
 from flask import current_app
 
 from .. import metrics
 from ..events import bus
 from ..extensions import db
+from ..revalidation import Changes
 from .guard import AccountGuard
 from .hub import Hub
 from .pg_relay import PostgresRelay
 from .relay import RedisRelay
 from .resync import resync
+from .socket_presence import SocketPresence
 
 KEY = "saathii_realtime"
 
@@ -19,8 +19,10 @@ class Realtime:
     """The process's hub, and the relay to other processes (config EVENT_RELAY): Redis,
     PostgreSQL's LISTEN/NOTIFY, or none."""
 
-    def __init__(self, hub, relay=None, guard=None, reconnect_rate=None, restart_seconds=0):
+    def __init__(self, hub, relay=None, guard=None, reconnect_rate=None, restart_seconds=0,
+                 presence=None):
         self.hub = hub
+        self.presence = presence  # socket presence (PRESENCE_FROM_SOCKETS), or None
         self.relay = relay
         self.guard = guard
         self.reconnect_rate = reconnect_rate
@@ -39,6 +41,8 @@ class Realtime:
         that the sockets of deactivated accounts are closed."""
         if self.guard is not None:
             self.guard.start()
+        if self.presence is not None:
+            self.presence.start()
         if self.relay is not None:
             self.relay.start(wait)
 
@@ -58,13 +62,19 @@ class Realtime:
         opening are refused (until gunicorn stops accepting, within a second): a socket
         accepted now would hold the process until its graceful timeout."""
         self.closing = True  # before close_all: a socket registered after it sees this
-        self.hub.close_all(1012, "Service restart", self.reconnect_rate,
-                           0 if reload else self.restart_seconds)
+        if self.presence is not None:
+            self.presence.stop_noting()  # these closes hand the users over
+        window = self.hub.close_all(1012, "Service restart", self.reconnect_rate,
+                                    0 if reload else self.restart_seconds)
+        if self.presence is not None:
+            self.presence.hand_over(window)
 
     def stop(self):
         """Stop hearing other processes, and the guard."""
         if self.guard is not None:
             self.guard.stop()
+        if self.presence is not None:
+            self.presence.stop()
         if self.relay is not None:
             self.relay.stop()
 
@@ -72,9 +82,13 @@ class Realtime:
 def _relay(app, hub):
     config = app.config
     kind = config["EVENT_RELAY"]
+
+    def recovered(since):
+        hub.changes.forget_all()  # events may have been missed: no 304 from memory
+        resync(app, hub, since)
+
     health = {"probe_seconds": config["RELAY_PROBE_SECONDS"],
-              "stall_seconds": config["RELAY_STALL_SECONDS"],
-              "recovered": functools.partial(resync, app, hub)}
+              "stall_seconds": config["RELAY_STALL_SECONDS"], "recovered": recovered}
     if kind == "redis":
         return RedisRelay(config["REDIS_URL"], hub, config["REDIS_CHANNEL"],
                           config["REDIS_TIMEOUT_SECONDS"], **health)
@@ -89,11 +103,16 @@ def init_app(app):
         config = app.config
         capacity = config["WORKER_CONNECTIONS"] - config["FEED_RESERVED_CONNECTIONS"]
         hub = Hub(config["FEED_MAX_SOCKETS_PER_USER"], max(0, capacity))
+        hub.changes = Changes(config["CONDITIONAL_GET_MAX_AGE_SECONDS"])
         metrics.socket_capacity(hub.capacity)
         relay = _relay(app, hub)
         guard = AccountGuard(app, hub, config["FEED_ACCOUNT_CHECK_SECONDS"])
+        presence = None
+        if config["PRESENCE_FROM_SOCKETS"]:
+            presence = hub.presence = SocketPresence(app, hub)
         realtime = app.extensions[KEY] = Realtime(
-            hub, relay, guard, config["FEED_RECONNECT_RATE"], config["FEED_RESTART_SECONDS"])
+            hub, relay, guard, config["FEED_RECONNECT_RATE"], config["FEED_RESTART_SECONDS"],
+            presence)
         bus().subscribe(realtime.publish)
         if isinstance(relay, PostgresRelay):
             # It notifies inside the committing transaction.
@@ -103,3 +122,16 @@ def init_app(app):
 def realtime():
     """The current app's Realtime."""
     return current_app.extensions[KEY]
+
+
+def trusted_changes():
+    """The changes this process has heard, when they are all there are (see
+    revalidation): its relay carries other processes' events now, or it has no relay and
+    is alone (SQLite); else None. Off with CONDITIONAL_GET_MAX_AGE_SECONDS=0."""
+    if current_app.config["CONDITIONAL_GET_MAX_AGE_SECONDS"] <= 0:
+        return None
+    ours = realtime()
+    connected = ours.relay_connected()
+    if connected or (connected is None and db.engine.dialect.name == "sqlite"):
+        return ours.hub.changes
+    return None

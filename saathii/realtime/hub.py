@@ -217,6 +217,11 @@ class Hub:
         self.watchers = {}
         self.feed = set()
         self.closing = None  # (code, reason) every socket gets, once the process stops
+        # Told when a user's first socket here opens and their last one closes
+        # (socket_presence.SocketPresence), under the hub's lock: it only takes notes.
+        self.presence = None
+        # Told of every event dispatched here (revalidation.Changes), or None.
+        self.changes = None
 
     @property
     def full(self):
@@ -241,6 +246,8 @@ class Hub:
         with self.lock:
             self._check_room()
             sockets = self.by_user.setdefault(connection.user_id, set())
+            if not sockets and self.presence is not None:
+                self.presence.arrived(connection.user_id)
             sockets.add(connection)
             self.held += 1
             self._watch(connection, connection.watching, add=True)
@@ -253,16 +260,30 @@ class Hub:
         if stopping is not None:  # it came in as the process stopped
             connection.close(*stopping)
 
+    def given_up(self, user_id):
+        """A socket of this user failed to open after its heartbeat (or during it), before
+        it was added: if they hold none here, it counts as their last one closing (socket
+        presence)."""
+        with self.lock:
+            if user_id not in self.by_user and self.presence is not None:
+                self.presence.departed(user_id)
+
     def users(self):
         """The ids of the users with a socket here."""
         with self.lock:
             return list(self.by_user)
 
+    def holding(self, user_ids):
+        """Those of user_ids with a socket here."""
+        with self.lock:
+            return {user_id for user_id in user_ids if user_id in self.by_user}
+
     def close_all(self, code, reason, reconnect_rate=None, after=0):
         """Close every socket here (their writers send the close), and any added later.
         With a reconnect_rate (sockets a second), each close's reason tells its client
         when to come back: `after` seconds, plus a delay drawn over count / rate seconds
-        (a second at least), so that the clients return spread out, not all at once."""
+        (a second at least), so that the clients return spread out, not all at once.
+        Returns the longest delay told, in seconds."""
         with self.lock:
             self.closing = (code, reason)
             sockets = [socket for user in self.by_user.values() for socket in user]
@@ -271,6 +292,7 @@ class Hub:
             connection.close(code, f"{reason}; reconnect in "
                              f"{round((after + random.uniform(0, spread)) * 1000)} ms"
                              if spread else reason)
+        return after + spread  # the last client is told to come back by then
 
     def close_user(self, user_id, code, reason):
         """Close every socket of a user here (their writers send the close)."""
@@ -284,7 +306,9 @@ class Hub:
         with self.lock:
             if connection in self.by_user.get(connection.user_id, ()):
                 self.held -= 1
-            self._discard(self.by_user, connection.user_id, connection)
+                self._discard(self.by_user, connection.user_id, connection)
+                if connection.user_id not in self.by_user and self.presence is not None:
+                    self.presence.departed(connection.user_id)
             self._watch(connection, connection.watching, add=False)
             self.feed.discard(connection)
             if self.refusing and self.held <= self.capacity - max(1, self.capacity // 10):
@@ -351,6 +375,8 @@ class Hub:
     def dispatch(self, event, restated=False):
         """Deliver an event to every socket of this process that should get it (restated:
         a presence resent after a relay outage, see resync)."""
+        if self.changes is not None:
+            self.changes.heard(event)
         with self.lock:
             if event.is_presence:
                 recipients = set(self.by_user.get(event.subject_id, ()))

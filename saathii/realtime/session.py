@@ -134,9 +134,10 @@ class Registered:
 
 
 def register(realtime, config, user_id, expires_at):
-    """Register a socket of this user in the hub, then read its greeting; None (and not
-    registered) when the account is not active; 503 once this process is stopping;
-    HubFull when it holds all the sockets it takes.
+    """Register a socket of this user in the hub (first, with socket presence, a
+    heartbeat), then read its greeting; None (and not registered) when the account is
+    not active; 503 once this process is stopping; HubFull when it holds all the sockets
+    it takes.
 
     Registered before anything is read, so nothing published meanwhile is missed: an
     event committed after the read is delivered live, one committed before it is within
@@ -144,7 +145,19 @@ def register(realtime, config, user_id, expires_at):
     realtime.listen()
     connection = Connection(None, user_id, config["FEED_MAX_QUEUED"], expires_at)
     hub = realtime.hub
-    hub.add(connection)
+    try:
+        if config["PRESENCE_FROM_SOCKETS"]:
+            # An opening socket is a heartbeat: it brings the user online and marks them
+            # seen after any socket of theirs that closed (socket_presence). Before the
+            # socket is added: the user's other sockets hear them come online, this
+            # one's greeting says so.
+            with deadline(config["REQUEST_TIMEOUT_SECONDS"], "feed heartbeat"):
+                if not beats.beat(user_id):
+                    return None
+        hub.add(connection)
+    except BaseException:
+        hub.given_up(user_id)  # beaten (or maybe), never held: as if it had closed
+        raise
     try:
         if realtime.closing:  # after add: shut_down's close_all missed it, or closes it
             raise restarting()

@@ -45,10 +45,18 @@ export function current(generation) {
   if (generation !== session.generation || !session.token) throw new Stale();
 }
 
+// GET answers kept with their ETags (per sign-in): asked again with If-None-Match, a 304
+// says the kept answer is current, and costs the service no database read (docs/api.md).
+const kept = new Map();
+const MAX_KEPT = 50;
+
 export async function api(method, path, body) {
   const { token, generation } = session;
   if (!token) throw new Stale();
   const headers = { Authorization: `Bearer ${token}`, Accept: "application/json" };
+  const key = `${generation} ${path}`;
+  const known = method === "GET" ? kept.get(key) : undefined;
+  if (known) headers["If-None-Match"] = known.etag;
   const init = { method, headers };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -65,6 +73,9 @@ export async function api(method, path, body) {
   }
   const text = await response.text();
   current(generation);
+  if (response.status === 304 && known) {
+    return { data: known.data, response: known.response, revalidated: true };
+  }
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (error) { data = null; }
   if (!response.ok) {
@@ -73,7 +84,13 @@ export async function api(method, path, body) {
     if (response.status === 401) onRefused("The token was refused; sign in again.");
     throw new ApiError(response.status, detail);
   }
-  return { data, response };
+  const etag = response.headers.get("ETag");
+  if (method === "GET" && etag) {
+    kept.delete(key);
+    if (kept.size >= MAX_KEPT) kept.delete(kept.keys().next().value);
+    kept.set(key, { etag, data, response });
+  }
+  return { data, response, revalidated: false };
 }
 
 // A click handler whose failures are shown (API errors already are), never swallowed.

@@ -1,5 +1,5 @@
 // My favorites: the list with live dots and counts, paging by Link header, add, remove, filters.
-import { $, describe, el, presenceState } from "./dom.js";
+import { $, clockTime, describe, el, presenceState } from "./dom.js";
 import { action, api, showError } from "./api.js";
 
 const list = {
@@ -60,8 +60,10 @@ function takeCounts(data) {
 
 export async function loadFavorites() {
   const ticket = ++list.request;
-  const { data, response } = await api("GET", `/favorites?${query()}`);
+  const { data, response, revalidated } = await api("GET", `/favorites?${query()}`);
   if (ticket !== list.request) return;
+  $("favorites-note").textContent = revalidated
+    ? `Unchanged since the last load (304 Not Modified), at ${clockTime()}` : "";
   list.items.clear();
   $("favorites").replaceChildren();
   append(data, response);

@@ -1,0 +1,173 @@
+"""Presence that follows the feed socket, in this process (PRESENCE_FROM_SOCKETS).
+
+While a user holds a feed socket here they stay online without REST heartbeats: every
+SOCKET_PRESENCE_REFRESH_SECONDS one statement per thousand users marks the online ones
+among them seen (it never brings anyone online: a user who went offline stays so until
+they beat, change their status or open a socket; an opening socket beats). When their
+last socket here closes they go offline OFFLINE_GRACE_SECONDS later, unless they came
+back or hold a socket elsewhere (domain/held_sockets.py). One thread a process, waking
+every tick: the lease, then departures due, then arrivals, then the refresh when due.
+"""
+import logging
+import os
+import socket
+import threading
+import uuid
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from ..clock import clock
+from ..deadline import DeadlineExceeded, deadline
+from ..domain import beats, held_sockets
+from ..errors import APIError
+from ..extensions import db
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1000
+
+
+class SocketPresence:
+    """Keeps the users holding sockets here online, and takes them offline once gone."""
+
+    def __init__(self, app, hub):
+        config = app.config
+        self.app = app
+        self.hub = hub
+        self.process = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.grace = timedelta(seconds=config["OFFLINE_GRACE_SECONDS"])
+        self.refresh_every = timedelta(seconds=config["SOCKET_PRESENCE_REFRESH_SECONDS"])
+        self.lease_seconds = config["SOCKET_LEASE_SECONDS"]
+        self.tick_seconds = config["SOCKET_PRESENCE_TICK_SECONDS"]
+        self.lock = threading.Lock()  # arrivals and departures
+        self.ticking = threading.Lock()  # one tick at a time (the thread's or a test's)
+        self.arrivals = set()  # users whose first socket here opened since the last tick
+        self.departures = {}  # user id -> when their last socket here closed
+        self.next_renewal = self.next_refresh = None
+        self.stopping = threading.Event()
+        self.handed_over = False
+        self.thread = None
+
+    def arrived(self, user_id):
+        """A user's first socket here opened (called by the hub)."""
+        with self.lock:
+            self.arrivals.add(user_id)
+            self.departures.pop(user_id, None)  # back within the grace: no offline
+
+    def departed(self, user_id):
+        """A user's last socket here closed (called by the hub)."""
+        with self.lock:
+            if self.handed_over:  # stopping: the lease hands them over (hand_over)
+                return
+            self.departures[user_id] = clock.now()
+            self.arrivals.discard(user_id)
+
+    def start(self):
+        """Start the thread once (a tick of 0: none; tests tick by hand)."""
+        with self.lock:
+            if self.thread is None and self.tick_seconds > 0:
+                self.thread = threading.Thread(target=self._run, daemon=True,
+                                               name="saathii-socket-presence")
+                self.thread.start()
+
+    def stop(self):
+        self.stopping.set()
+
+    def _run(self):
+        while not self.stopping.wait(self.tick_seconds):
+            try:
+                self.tick()
+            except (sa.exc.SQLAlchemyError, DeadlineExceeded, APIError) as err:
+                log.warning("socket presence: this round failed (%s); the next one tries "
+                            "again", err.__class__.__name__)
+
+    def tick(self, now=None):
+        """One round: renew the lease when due, take offline the users gone for the
+        grace, hold the users who arrived, refresh last_seen when due."""
+        with self.ticking, self.app.app_context():
+            now = now or clock.now()
+            try:
+                with deadline(max(self.lease_seconds / 2, 1), "socket presence"):
+                    self._renew(now)
+                    self._release(now)
+                    self._hold()
+                    self._refresh(now)
+            finally:
+                db.session.remove()
+
+    def _renew(self, now):
+        if self.handed_over or (self.next_renewal and now < self.next_renewal):
+            return
+        if held_sockets.renew(self.process, now, self.lease_seconds):
+            users = self.hub.users()  # not under self.lock: the hub calls in holding its own
+            with self.lock:  # a lease made anew holds no one yet: hold everyone here
+                self.arrivals.update(users)
+        self.next_renewal = now + timedelta(seconds=self.lease_seconds / 3)
+
+    def _release(self, now):
+        with self.lock:
+            due = {user_id: left for user_id, left in self.departures.items()
+                   if left + self.grace <= now}
+            for user_id in due:
+                del self.departures[user_id]
+        for user_id in self.hub.holding(due):  # back here (arrived() saw to it, mostly)
+            del due[user_id]
+        if not due:
+            return
+        try:
+            gone = held_sockets.release(self.process, due, now)
+        except BaseException:
+            with self.lock:  # tried again next round
+                for user_id, left in due.items():
+                    self.departures.setdefault(user_id, left)
+            raise
+        if gone:
+            log.info("socket presence: %d users offline after their last socket closed",
+                     gone)
+
+    def _hold(self):
+        with self.lock:
+            arrivals, self.arrivals = self.arrivals, set()
+        if not arrivals:
+            return
+        try:
+            held_sockets.hold(self.process, arrivals)
+        except BaseException:
+            with self.lock:
+                self.arrivals.update(arrivals)
+            raise
+
+    def _refresh(self, now):
+        if self.next_refresh and now < self.next_refresh:
+            return
+        users = self.hub.users()  # after `now`: a user who leaves later was seen before
+        for start in range(0, len(users), CHUNK):
+            beats.keep_online(users[start:start + CHUNK], now)
+        self.next_refresh = now + self.refresh_every
+
+    def stop_noting(self):
+        """The process is stopping: the closes that follow are not departures (see
+        hand_over)."""
+        with self.lock:
+            self.handed_over = True
+            self.departures.clear()
+        self.stopping.set()
+
+    def hand_over(self, reconnect_within):
+        """The process has closed its sockets to stop: its users are not taken offline by
+        it but by the sweeper, once its lease runs out (reconnect_within seconds plus the
+        grace from now), those who have not come back (a socket opened anywhere beats)."""
+        self.stop_noting()
+        with self.ticking, self.app.app_context():
+            now = clock.now()
+            try:
+                with deadline(max(self.lease_seconds / 2, 1), "socket presence hand-over"):
+                    self._hold()  # those who came in since the last tick are handed over too
+                    held_sockets.renew(self.process, now, reconnect_within
+                                       + self.grace.total_seconds())
+            except (sa.exc.SQLAlchemyError, DeadlineExceeded) as err:
+                log.warning("socket presence: could not hand over (%s); the lease runs out "
+                            "as it was", err.__class__.__name__)
+            finally:
+                db.session.remove()

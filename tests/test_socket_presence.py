@@ -1,0 +1,296 @@
+"""Presence that follows the feed socket, in one process, on a clock the tests move: an
+open socket keeps its user online, the last one closing takes them offline after the
+grace (once), a reconnect within it changes nothing, a socket held elsewhere or a dead
+process's lease decide as docs/api.md says."""
+import time
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from saathii.clock import clock
+from saathii.domain import held_sockets
+from saathii.domain.sweeper import sweep
+from saathii.extensions import db
+from saathii.models import HeldSocket, SocketProcess
+
+from .sockets import raw_feed
+
+GRACE = 10
+
+
+@pytest.fixture
+def config(config):
+    class SocketPresenceConfig(config):
+        PRESENCE_FROM_SOCKETS = True
+        OFFLINE_GRACE_SECONDS = GRACE
+        SOCKET_PRESENCE_TICK_SECONDS = 0  # the tests tick
+    return SocketPresenceConfig
+
+
+@pytest.fixture
+def presence(app):
+    return app.extensions["saathii_realtime"].presence
+
+
+def tick(app, presence, seconds=0):
+    clock.advance(seconds)
+    presence.tick()
+
+
+def run_sweep(app):
+    with app.app_context():
+        result = sweep()
+        db.session.remove()
+        return result
+
+
+def status(client, account):
+    response = client.get("/both/status/me", headers=account.headers)
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def closed(app, socket):
+    """Close a socket and wait until the server has let it go."""
+    hub = app.extensions["saathii_realtime"].hub
+    held = hub.count()
+    socket.close()
+    deadline = time.monotonic() + 5
+    while hub.count() >= held:
+        assert time.monotonic() < deadline, "the server still holds the socket"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def fan(client, connect, customer, listener):
+    """A customer who favorited the listener, with a socket open: hears their presence."""
+    response = client.post("/favorites/add", json={"listener_id": listener.id},
+                           headers=customer.headers)
+    assert response.status_code == 200, response.json
+    return connect(customer)
+
+
+def test_opening_a_socket_brings_the_user_online_and_tells_their_fans(
+        app, client, connect, fan, listener):
+    assert status(client, listener)["is_online"] is False
+    connect(listener)
+    event = fan.receive()
+    assert (event["type"], event["data"]["user_id"], event["data"]["is_online"]) == (
+        "listener_online", listener.id, True)
+    assert status(client, listener)["is_online"] is True
+
+
+def test_an_open_socket_keeps_its_user_online_without_heartbeats(
+        app, client, connect, listener, presence):
+    connect(listener)
+    seen = status(client, listener)["last_seen"]
+    for _ in range(12):  # 3 x PRESENCE_TIMEOUT_SECONDS, a refresh interval at a time
+        tick(app, presence, app.config["SOCKET_PRESENCE_REFRESH_SECONDS"])
+        assert run_sweep(app).taken_offline == 0
+    body = status(client, listener)
+    assert body["is_online"] is True
+    assert body["last_seen"] > seen
+
+
+def test_without_the_refresh_the_sweeper_would_take_them(app, client, connect, listener):
+    """The control for the test above: the same socket, nobody ticking."""
+    connect(listener)
+    clock.advance(app.config["PRESENCE_TIMEOUT_SECONDS"] + 1)
+    assert run_sweep(app).taken_offline == 1
+    assert status(client, listener)["is_online"] is False
+
+
+def test_the_last_socket_closing_takes_the_user_offline_after_the_grace_once(
+        app, client, connect, fan, listener, presence):
+    first, second = connect(listener), connect(listener)
+    assert fan.receive()["type"] == "listener_online"
+    closed(app, first)  # one of two: still held here
+    tick(app, presence, GRACE + 1)
+    assert status(client, listener)["is_online"] is True
+    closed(app, second)
+    tick(app, presence, GRACE - 1)
+    assert status(client, listener)["is_online"] is True
+    tick(app, presence, 1)
+    body = status(client, listener)
+    assert (body["is_online"], body["is_busy"]) == (False, False)
+    event = fan.receive()
+    assert (event["type"], event["data"]["user_id"]) == ("listener_offline", listener.id)
+    tick(app, presence, GRACE)
+    assert run_sweep(app).taken_offline == 0
+    fan.expect_nothing_queued()  # offline once
+    with app.app_context():
+        assert db.session.scalars(sa.select(HeldSocket.user_id)).all() == [fan.hello[
+            "data"]["user_id"]]  # the listener's row is gone, the fan's stays
+
+
+def test_a_reconnect_within_the_grace_changes_nothing(
+        app, client, connect, fan, listener, presence):
+    socket = connect(listener)
+    assert fan.receive()["type"] == "listener_online"
+    closed(app, socket)
+    tick(app, presence, GRACE - 1)
+    connect(listener)
+    tick(app, presence, GRACE * 3)
+    assert status(client, listener)["is_online"] is True
+    fan.expect_nothing_queued()  # no offline, no online
+
+
+def test_a_heartbeat_after_the_socket_closed_keeps_the_rest_rules(
+        app, client, connect, listener, presence):
+    """A client that goes on with REST heartbeats once its socket is gone is online by
+    them, as a client without a socket is."""
+    closed(app, connect(listener))
+    clock.advance(1)
+    assert client.post("/both/status/heartbeat", headers=listener.headers).status_code == 200
+    tick(app, presence, GRACE)
+    assert status(client, listener)["is_online"] is True
+    clock.advance(app.config["PRESENCE_TIMEOUT_SECONDS"] + 1)
+    assert run_sweep(app).taken_offline == 1  # then the heartbeat timeout, as ever
+
+
+def test_a_socket_held_by_a_live_process_elsewhere_keeps_the_user_online(
+        app, client, connect, listener, presence):
+    closed(app, connect(listener))
+    with app.app_context():
+        held_sockets.renew("elsewhere", clock.now(), 30)
+        held_sockets.hold("elsewhere", [listener.id])
+        db.session.remove()
+    tick(app, presence, GRACE)
+    assert status(client, listener)["is_online"] is True
+    clock.advance(30)  # the other process's lease runs out: it is gone, and its users
+    assert run_sweep(app).orphans_offline == 1
+    assert status(client, listener)["is_online"] is False
+
+
+def test_an_open_socket_never_brings_back_a_user_who_went_offline(
+        app, client, connect, fan, listener, presence):
+    connect(listener)
+    assert fan.receive()["type"] == "listener_online"
+    response = client.put("/both/status/me", json={"is_online": False},
+                          headers=listener.headers)
+    assert response.status_code == 200, response.json
+    assert fan.receive()["type"] == "listener_offline"
+    for _ in range(8):
+        tick(app, presence, app.config["SOCKET_PRESENCE_REFRESH_SECONDS"])
+        run_sweep(app)
+    assert status(client, listener)["is_online"] is False
+    fan.expect_nothing_queued()
+    connect(listener)  # a new socket is the user's doing: online again
+    assert fan.receive()["type"] == "listener_online"
+
+
+def test_busy_stays_the_users_while_the_socket_keeps_them(
+        app, client, connect, listener, presence):
+    connect(listener)
+    response = client.put("/both/status/me", json={"is_busy": True},
+                          headers=listener.headers)
+    assert response.status_code == 200, response.json
+    for _ in range(5):
+        tick(app, presence, app.config["SOCKET_PRESENCE_REFRESH_SECONDS"])
+        run_sweep(app)
+    body = status(client, listener)
+    assert (body["is_online"], body["is_busy"]) == (True, True)
+
+
+def test_a_dead_process_users_go_offline_once_its_lease_runs_out(
+        app, client, listener, customer, make_user):
+    """A process that died holding sockets: after its lease, the sweep takes offline its
+    users seen nowhere since, but not one seen since (a socket elsewhere beat) nor one
+    a live process holds."""
+    third = make_user("third_listener")
+    for account in (listener, customer, third):
+        assert client.post("/both/status/heartbeat",
+                           headers=account.headers).status_code == 200
+    with app.app_context():
+        held_sockets.renew("dead", clock.now(), 10)
+        held_sockets.renew("alive", clock.now(), 60)
+        held_sockets.hold("dead", [listener.id, customer.id, third.id])
+        held_sockets.hold("alive", [third.id])
+        db.session.remove()
+    clock.advance(5)
+    client.post("/both/status/heartbeat", headers=customer.headers)  # came back elsewhere
+    clock.advance(5)  # the lease has run out
+    assert run_sweep(app).orphans_offline == 1
+    assert [status(client, account)["is_online"] for account in (listener, customer, third)] \
+        == [False, True, True]
+    with app.app_context():
+        processes = db.session.scalars(sa.select(SocketProcess.process)).all()
+        held = db.session.execute(sa.select(HeldSocket.process, HeldSocket.user_id)).all()
+    assert processes == ["alive"]
+    assert held == [("alive", third.id)]
+
+
+def test_a_stopping_process_hands_its_users_over(app, client, connect, listener, presence):
+    """Closing its sockets to stop, a process takes nobody offline itself: those who come
+    back within the reconnect window stay online; the rest go once its lease runs out."""
+    connect(listener)
+    realtime = app.extensions["saathii_realtime"]
+    realtime.shut_down()
+    hub = realtime.hub
+    deadline = time.monotonic() + 5
+    while hub.users():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with app.app_context():
+        expires = db.session.scalar(sa.select(SocketProcess.expires_at))
+    window = (expires - clock.now()).total_seconds()
+    assert GRACE < window <= GRACE + app.config["FEED_RESTART_SECONDS"] + 1
+    presence.tick()
+    assert status(client, listener)["is_online"] is True
+    clock.advance(window)
+    assert run_sweep(app).orphans_offline == 1
+    assert status(client, listener)["is_online"] is False
+
+
+def test_socket_presence_can_be_turned_off(app_with, listener):
+    app = app_with(PRESENCE_FROM_SOCKETS=False)
+    assert app.extensions["saathii_realtime"].presence is None
+    assert app.extensions["saathii_realtime"].hub.presence is None
+
+
+def test_held_rows_hold_users_once(app, listener):
+    with app.app_context():
+        held_sockets.renew("here", clock.now(), 10)
+        held_sockets.hold("here", [listener.id])
+        held_sockets.hold("here", [listener.id, 999_999])  # twice, and a user who is gone
+        rows = db.session.execute(sa.select(HeldSocket.user_id)).all()
+    assert rows == [(listener.id,)]
+
+
+def test_a_renewal_that_finds_its_lease_gone_holds_everyone_again(
+        app, connect, listener, presence):
+    connect(listener)
+    presence.tick()
+    with app.app_context():
+        db.session.execute(sa.delete(HeldSocket))
+        db.session.execute(sa.delete(SocketProcess))  # as a sweep after a long stall does
+        db.session.commit()
+    tick(app, presence, app.config["SOCKET_LEASE_SECONDS"])
+    with app.app_context():
+        rows = db.session.execute(sa.select(HeldSocket.user_id)).all()
+        expires = db.session.scalar(sa.select(SocketProcess.expires_at))
+    assert rows == [(listener.id,)]
+    assert expires == clock.now() + timedelta(seconds=app.config["SOCKET_LEASE_SECONDS"])
+
+
+def test_a_socket_that_stops_answering_pings_lets_its_user_go(
+        app, client, live_server, listener, presence):
+    """Liveness comes from the feed's pings: a peer that answers none is closed at the
+    next ping (within two FEED_PING_INTERVAL_SECONDS), and its user goes offline after the
+    grace."""
+    app.config["SOCK_SERVER_OPTIONS"] = {**app.config["SOCK_SERVER_OPTIONS"],
+                                         "ping_interval": 0.2}
+    raw = raw_feed(live_server, listener.token)
+    hub = app.extensions["saathii_realtime"].hub
+    deadline = time.monotonic() + 5
+    while hub.count() == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert status(client, listener)["is_online"] is True
+    while hub.count():  # never answered: closed by the server
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    raw.close()
+    tick(app, presence, GRACE)
+    assert status(client, listener)["is_online"] is False
