@@ -43,6 +43,7 @@ CHURN_PER_SECOND, PAGES_PER_SECOND, PRESENCE_PER_SECOND = 20, 20, 20
 FAVORITES_EACH = 10  # a customer's favorites: 9 customers a listener, x 10 = about 90
 USERS_PER_CLIENT = 6000
 SETTLE_SECONDS = 3  # after the load stops, for the last events to arrive
+REOPENS = 10  # attempts of a socket open answered 503
 KINDS = ("heartbeat", "status", "favorite_add", "favorite_remove", "page", "presence")
 
 
@@ -59,7 +60,7 @@ def client_main(args):
     import gevent.lock
     from gevent.fileobject import FileObjectPosix
 
-    from wsclient import Closed, WebSocket
+    from wsclient import Closed, Rejected, WebSocket
 
     stdin = FileObjectPosix(sys.stdin.fileno(), "rb", close=False)
     spec = json.loads(stdin.readline())
@@ -75,6 +76,7 @@ def client_main(args):
     churned = set()  # (customer, listener) pairs the churn touched
     lost = []
     greeted = []
+    refusals = []  # 503s followed by a later attempt
 
     def say(**fields):
         sys.stdout.write(json.dumps(fields) + "\n")
@@ -95,13 +97,26 @@ def client_main(args):
             conn.close()
         record(kind, seconds, status == 200)
 
+    def open_feed(user_id):
+        """Open and greet a socket; a 503 (full, or opens shed) is followed as docs/api.md
+        asks: again after a jittered delay, a few times."""
+        for attempt in range(REOPENS):
+            try:
+                with opening:  # at most --concurrency opens in flight
+                    ws = WebSocket.connect(args.port, f"/ws/feed?token={tokens[user_id]}",
+                                           timeout=60)
+                    hello = json.loads(ws.receive())
+                    assert hello["type"] == "connection_established", hello
+                    return ws
+            except Rejected as refused:
+                if "503" not in str(refused) or attempt == REOPENS - 1:
+                    raise
+                refusals.append(1)
+                gevent.sleep(random.uniform(1, 3))
+
     def hold(user_id):
         try:
-            with opening:  # at most --concurrency opens in flight; then held for good
-                ws = WebSocket.connect(args.port, f"/ws/feed?token={tokens[user_id]}",
-                                       timeout=60)
-                hello = json.loads(ws.receive())
-                assert hello["type"] == "connection_established", hello
+            ws = open_feed(user_id)
             ws.sock.settimeout(None)  # pings come every FEED_PING_INTERVAL_SECONDS
             greeted.append(time.time())
             while True:
@@ -164,6 +179,7 @@ def client_main(args):
     while len(greeted) + len(lost) < len(users) and time.time() - started < 600:
         gevent.sleep(0.1)
     say(event="connected", greeted=len(greeted), lost=lost[:5], lost_count=len(lost),
+        refused=len(refusals),
         first=min(greeted, default=None), last=max(greeted, default=None))
     workers = []
     while True:
@@ -320,7 +336,8 @@ def run(args):
             last = max(c["last"] for c in connected if c["last"])
             result["connect"] = {"greeted": greeted, "seconds": round(last - first, 1),
                                  "per_second": round(greeted / max(0.1, last - first)),
-                                 "lost": sum(c["lost_count"] for c in connected)}
+                                 "lost": sum(c["lost_count"] for c in connected),
+                                 "refused_then_retried": sum(c["refused"] for c in connected)}
             if args.processes > 1:
                 result["connect"]["per_process"] = [
                     sum(c["greeted"] for n, c in enumerate(connected)

@@ -188,6 +188,9 @@ class SocketProcess(db.Model):
     # Its last sign of life: a user it held who was seen after this was seen elsewhere.
     renewed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # It closed its sockets to stop: it holds no one any more, its lease only times the
+    # hand-over (its users not back by then are taken offline).
+    stopping: Mapped[bool] = mapped_column(sa.Boolean, default=False)
 
 
 class HeldSocket(db.Model):

@@ -38,6 +38,18 @@ def tick(app, presence, seconds=0):
     presence.tick()
 
 
+def run_for(app, presence, seconds, step=3):
+    """Time passing as in a live process: a tick every `step` seconds (within a third of
+    the lease, as the thread renews it) and a sweep every SWEEP_INTERVAL_SECONDS."""
+    swept = 0
+    for _ in range(int(seconds // step)):
+        tick(app, presence, step)
+        swept += step
+        if swept >= app.config["SWEEP_INTERVAL_SECONDS"]:
+            assert run_sweep(app).taken_offline == 0
+            swept = 0
+
+
 def run_sweep(app):
     with app.app_context():
         result = sweep()
@@ -85,9 +97,7 @@ def test_an_open_socket_keeps_its_user_online_without_heartbeats(
         app, client, connect, listener, presence):
     connect(listener)
     seen = status(client, listener)["last_seen"]
-    for _ in range(12):  # 3 x PRESENCE_TIMEOUT_SECONDS, a refresh interval at a time
-        tick(app, presence, app.config["SOCKET_PRESENCE_REFRESH_SECONDS"])
-        assert run_sweep(app).taken_offline == 0
+    run_for(app, presence, 3 * app.config["PRESENCE_TIMEOUT_SECONDS"])
     body = status(client, listener)
     assert body["is_online"] is True
     assert body["last_seen"] > seen
@@ -171,9 +181,7 @@ def test_an_open_socket_never_brings_back_a_user_who_went_offline(
                           headers=listener.headers)
     assert response.status_code == 200, response.json
     assert fan.receive()["type"] == "listener_offline"
-    for _ in range(8):
-        tick(app, presence, app.config["SOCKET_PRESENCE_REFRESH_SECONDS"])
-        run_sweep(app)
+    run_for(app, presence, 2 * app.config["PRESENCE_TIMEOUT_SECONDS"])
     assert status(client, listener)["is_online"] is False
     fan.expect_nothing_queued()
     connect(listener)  # a new socket is the user's doing: online again
@@ -186,11 +194,44 @@ def test_busy_stays_the_users_while_the_socket_keeps_them(
     response = client.put("/both/status/me", json={"is_busy": True},
                           headers=listener.headers)
     assert response.status_code == 200, response.json
-    for _ in range(5):
-        tick(app, presence, app.config["SOCKET_PRESENCE_REFRESH_SECONDS"])
-        run_sweep(app)
+    run_for(app, presence, 2 * app.config["PRESENCE_TIMEOUT_SECONDS"])
     body = status(client, listener)
     assert (body["is_online"], body["is_busy"]) == (True, True)
+
+
+def test_a_process_that_lost_its_lease_but_lives_brings_its_users_back(
+        app, client, connect, fan, listener, presence):
+    """A process whose lease ran out (its database stalled past SOCKET_LEASE_SECONDS, say)
+    is taken for dead: the sweep takes its users offline. Once it renews, it finds the
+    lease lost, holds its users again and beats them: their sockets are open."""
+    connect(listener)
+    assert fan.receive()["type"] == "listener_online"
+    presence.tick()
+    clock.advance(app.config["SOCKET_LEASE_SECONDS"] + 1)  # no renewal meanwhile
+    assert run_sweep(app).orphans_offline == 2  # the listener and the fan
+    heard = [fan.receive()["type"] for _ in range(2)]
+    assert sorted(heard) == ["listener_offline", "presence_update"]  # and the fan's own
+    presence.tick()
+    heard = [fan.receive()["type"] for _ in range(2)]
+    assert sorted(heard) == ["listener_online", "presence_update"]
+    assert status(client, listener)["is_online"] is True
+    with app.app_context():
+        held = sorted(db.session.scalars(sa.select(HeldSocket.user_id)))
+    assert held == sorted([listener.id, fan.hello["data"]["user_id"]])
+
+
+def test_a_stopped_process_holds_no_one_for_the_others(
+        app, client, connect, listener, presence):
+    """A process that closed its sockets to stop times the hand-over with its lease, but
+    keeps no one online: a user back elsewhere whose socket there closes goes offline
+    after the grace, as anyone."""
+    with app.app_context():
+        held_sockets.renew("stopped", clock.now(), 60, stopping=True)
+        held_sockets.hold("stopped", [listener.id])
+        db.session.remove()
+    closed(app, connect(listener))
+    tick(app, presence, GRACE)
+    assert status(client, listener)["is_online"] is False
 
 
 def test_a_dead_process_users_go_offline_once_its_lease_runs_out(

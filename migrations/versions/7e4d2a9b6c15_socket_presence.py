@@ -23,6 +23,7 @@ def upgrade():
     sa.Column('process', sa.String(length=128), nullable=False),
     sa.Column('renewed_at', sa.DateTime(), nullable=False),
     sa.Column('expires_at', sa.DateTime(), nullable=False),
+    sa.Column('stopping', sa.Boolean(), nullable=False),
     sa.PrimaryKeyConstraint('process', name=op.f('pk_socket_processes'))
     )
     op.create_table('held_sockets',

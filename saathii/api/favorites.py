@@ -1,5 +1,5 @@
 """Favorites endpoints: add, remove, check and list a user's favorite listeners."""
-from flask import Blueprint, g
+from flask import Blueprint, g, request
 
 from ..auth import authenticate
 from ..domain import favorite_changes, favorites
@@ -82,7 +82,9 @@ def index(args):
     With any cursor parameter (limit, max_id, since_id, min_id) the list is paged by
     cursor and page/per_page are ignored; min_id wins over since_id."""
     filters = {name: args[name] for name in ("online_only", "available_only")}
-    base = {name: "true" for name, on in filters.items() if on}
+    # A conditional request's answer is remembered with its ETag: its counts are exact.
+    filters["exact_counts"] = bool(request.if_none_match)
+    base = {name: "true" for name in ("online_only", "available_only") if args[name]}
     if "page" in args or "per_page" in args:
         page, per_page = args.get("page", 1), args.get("per_page", DEFAULT_PER_PAGE)
         result = favorites.favorites_page(g.user_id, page, per_page, **filters)

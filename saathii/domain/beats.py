@@ -19,7 +19,7 @@ from .. import metrics
 from ..clock import clock
 from ..deadline import DeadlineExceeded
 from ..errors import APIError, outcome_unknown, unavailable
-from ..events import transaction
+from ..events import publish_committed, transaction
 from ..extensions import db
 from ..models import User, UserStatus, naive_utc
 from ..sql import in_ids, built_once, write_alone
@@ -170,6 +170,16 @@ def keep_online(user_ids, now):
         with transaction([]) as connection:
             rows = connection.execute(_beats_statement(), {"ids": ids, "now": now}).all()
     return {row[0] for row in rows}
+
+
+def beat_all(user_ids, chunk=1000):
+    """Heartbeats of many users at once, outside the batcher (the holders of a lease that
+    was lost: socket presence), in transactions of `chunk`; their events published."""
+    ids = sorted(set(user_ids))
+    for start in range(0, len(ids), chunk):
+        events = []
+        write_beats(ids[start:start + chunk], events)
+        publish_committed(events)
 
 
 def beat(user_id):

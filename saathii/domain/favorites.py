@@ -244,9 +244,9 @@ def _window_rows(caller_id, which, paged=False, upper=None, lower=None, ascendin
 MAX_CACHED_COUNTS = 50_000
 
 
-def _cached_counts(caller_id, version, which):
+def _cached_counts(caller_id, version, which, exact=False):
     seconds = current_app.config["FAVORITE_COUNTS_CACHE_SECONDS"]
-    if seconds <= 0:
+    if seconds <= 0 or exact:
         return _counts(caller_id, which)
     key = (caller_id, version, which)
     now = clock.now()
@@ -299,27 +299,30 @@ def _item(favorite_id, user_id, username, sex, bio, interests, profile_image_url
     }
 
 
-def favorites_page(caller_id, page, per_page, online_only=False, available_only=False):
-    """Page `page` of the caller's favorites, newest first (401 if the account is gone)."""
+def favorites_page(caller_id, page, per_page, online_only=False, available_only=False,
+                   exact_counts=False):
+    """Page `page` of the caller's favorites, newest first (401 if the account is gone).
+    exact_counts: counted now, not reused from the last moment's (an answer whose ETag
+    is remembered must say what is true now: see revalidation)."""
     which = _filter(online_only, available_only)
     version, items, _ = _window_rows(caller_id, which, paged=True, limit=per_page,
                                      offset=(page - 1) * per_page)
-    total, online, available = _cached_counts(caller_id, version, which)
+    total, online, available = _cached_counts(caller_id, version, which, exact_counts)
     return FavoritesSlice(items, total, online, available,
                           has_next=page * per_page < total, has_previous=page > 1)
 
 
 def favorites_by_cursor(caller_id, limit, max_id=None, since_id=None, min_id=None,
-                        online_only=False, available_only=False):
+                        online_only=False, available_only=False, exact_counts=False):
     """Favorites by favorite id, as Mastodon pages them; always newest first (401 if the
-    caller's account is gone)."""
+    caller's account is gone). exact_counts: as for favorites_page."""
     which = _filter(online_only, available_only)
     lower = min_id if min_id is not None else since_id
     # min_id wants the favorites just above it: walk upwards, then present newest first.
     ascending = min_id is not None
     version, rows, newer = _window_rows(caller_id, which, upper=max_id, lower=lower,
                                         ascending=ascending, limit=limit + 1)
-    total, online, available = _cached_counts(caller_id, version, which)
+    total, online, available = _cached_counts(caller_id, version, which, exact_counts)
     more = len(rows) > limit
     rows = rows[:limit]
     if ascending:

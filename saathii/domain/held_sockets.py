@@ -22,19 +22,20 @@ from .status_updates import write_changes
 BATCH = 500
 
 
-def renew(process, now, lasts_seconds, renewed_at=None):
-    """Renew this process's lease until now + lasts_seconds (its last sign of life:
-    renewed_at, else now); whether the row was made anew (then the process's users must
-    be held again: an expired lease's rows were taken away by the sweeper)."""
-    values = {"renewed_at": renewed_at or now,
-              "expires_at": now + timedelta(seconds=lasts_seconds)}
+def renew(process, now, lasts_seconds, stopping=False):
+    """Renew this process's lease until now + lasts_seconds (its last sign of life: now);
+    stopping: it has closed its sockets (see hand_over). Whether the lease had been lost
+    (no row, or one run out: the sweeper may have taken its users offline, and their held
+    rows away): then the process must hold its users again, and beat them."""
+    values = {"renewed_at": now, "expires_at": now + timedelta(seconds=lasts_seconds),
+              "stopping": stopping}
     statement = upsert(SocketProcess).values(process=process, **values)
     with transaction([]) as connection:
-        existed = connection.execute(sa.select(SocketProcess.process).where(
-            SocketProcess.process == process).with_for_update()).first() is not None
+        expires = connection.execute(sa.select(SocketProcess.expires_at).where(
+            SocketProcess.process == process).with_for_update()).scalar()
         connection.execute(statement.on_conflict_do_update(
             index_elements=["process"], set_=values))
-    return not existed
+    return expires is None or aware_utc(expires) <= now
 
 
 @built_once
@@ -53,10 +54,11 @@ def hold(process, user_ids):
 
 
 def _held_elsewhere(now):
-    """Whether a live process holds a socket of the status row's user."""
+    """Whether a live process (not one that has stopped) holds a socket of the status
+    row's user."""
     return sa.exists().where(
-        HeldSocket.user_id == UserStatus.user_id,
-        SocketProcess.process == HeldSocket.process, SocketProcess.expires_at > now)
+        HeldSocket.user_id == UserStatus.user_id, SocketProcess.process == HeldSocket.process,
+        SocketProcess.expires_at > now, SocketProcess.stopping == sa.false())
 
 
 @built_once
@@ -123,22 +125,35 @@ def _release_some_statement():
             .returning(HeldSocket.user_id))
 
 
+def _still_dead(connection, process, now):
+    """Lock a dead process's lease row (a renewal waits for this transaction) and say
+    whether it is still run out (one renewed meanwhile is alive: left alone)."""
+    expires = connection.execute(sa.select(SocketProcess.expires_at).where(
+        SocketProcess.process == process).with_for_update()).scalar()
+    return expires is not None and aware_utc(expires) <= now
+
+
 def take_orphans_offline(now):
     """For each process whose lease ran out (it died, or stopped and its clients did not
     come back): take offline the online users it held whom no live process holds and
-    nobody saw after its last renewal, and forget it. How many went offline."""
+    nobody saw after its last renewal, and forget it. How many went offline. Each batch
+    locks the process's lease row first: a process that renews meanwhile finds its lease
+    lost and holds (and beats) its users again."""
     total = 0
     for process, renewed_at in fetch_rows(_dead_processes(), {"now": now}):
         renewed_at = aware_utc(renewed_at)
+        change = _offline_unless_seen_after(lambda _user, at=renewed_at: at, now)
         while True:
             released = []
 
             def read_rows(connection, process=process, released=released):
-                released[:] = [row[0] for row in connection.execute(
-                    _release_some_statement(), {"process": process, "limit": BATCH})]
+                released.clear()
+                if not _still_dead(connection, process, now):
+                    return []
+                released.extend(row[0] for row in connection.execute(
+                    _release_some_statement(), {"process": process, "limit": BATCH}))
                 return _unheld(connection, released, now) if released else []
 
-            change = _offline_unless_seen_after(lambda _user, at=renewed_at: at, now)
             total += write_changes(read_rows, change)[0]
             if len(released) < BATCH:
                 break
@@ -146,4 +161,3 @@ def take_orphans_offline(now):
             connection.execute(sa.delete(SocketProcess).where(
                 SocketProcess.process == process, SocketProcess.expires_at <= now))
     return total
-

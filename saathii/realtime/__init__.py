@@ -1,4 +1,6 @@
 """The real-time feed: sockets held by this process, and events relayed between processes."""
+import functools
+
 from flask import current_app
 
 from .. import metrics
@@ -83,12 +85,9 @@ def _relay(app, hub):
     config = app.config
     kind = config["EVENT_RELAY"]
 
-    def recovered(since):
-        hub.changes.forget_all()  # events may have been missed: no 304 from memory
-        resync(app, hub, since)
-
     health = {"probe_seconds": config["RELAY_PROBE_SECONDS"],
-              "stall_seconds": config["RELAY_STALL_SECONDS"], "recovered": recovered}
+              "stall_seconds": config["RELAY_STALL_SECONDS"],
+              "recovered": functools.partial(resync, app, hub)}
     if kind == "redis":
         return RedisRelay(config["REDIS_URL"], hub, config["REDIS_CHANNEL"],
                           config["REDIS_TIMEOUT_SECONDS"], **health)
@@ -103,9 +102,10 @@ def init_app(app):
         config = app.config
         capacity = config["WORKER_CONNECTIONS"] - config["FEED_RESERVED_CONNECTIONS"]
         hub = Hub(config["FEED_MAX_SOCKETS_PER_USER"], max(0, capacity))
-        hub.changes = Changes(config["CONDITIONAL_GET_MAX_AGE_SECONDS"])
         metrics.socket_capacity(hub.capacity)
         relay = _relay(app, hub)
+        hub.changes = Changes(config["CONDITIONAL_GET_MAX_AGE_SECONDS"], relay_epoch=(
+            (lambda: relay.health.epoch) if relay is not None else (lambda: 0)))
         guard = AccountGuard(app, hub, config["FEED_ACCOUNT_CHECK_SECONDS"])
         presence = None
         if config["PRESENCE_FROM_SOCKETS"]:

@@ -45,6 +45,10 @@ class RelayHealth:
         # first, when this process started listening.
         self.good_until = clock.now()
         self.down_since = None  # monotonic, while down after having been up (or never up)
+        # Moves (before the relay counts as up again) each time events may have been
+        # missed: an outage, or a probe lost on the way; what relied on hearing every
+        # event since (revalidation's memory) is then void.
+        self.epoch = 0
         self.resyncing = False  # a resync runs
         self.pending = None  # the earliest time a resync was asked from meanwhile
         self.wake = threading.Event()
@@ -93,6 +97,8 @@ class RelayHealth:
             lost = [sent for sent in self.outstanding if sent < token]
             for older in lost:
                 del self.outstanding[older]
+            if lost:
+                self.epoch += 1
             # While down, good_until stays when it was last known good: the resync's start.
             lost_after, self.good_until = self.good_until, clock.now()
             was_up = self.up.is_set()
@@ -153,6 +159,7 @@ class RelayHealth:
                 return
             self.down_since = self.monotonic()
             self.up.clear()
+            self.epoch += 1
         metrics.relay_up(False)
         log.warning("%s relay is down (%s); other processes' events reach this process's "
                     "sockets once it is back", self.name, reason)

@@ -45,6 +45,7 @@ class SocketPresence:
         self.arrivals = set()  # users whose first socket here opened since the last tick
         self.departures = {}  # user id -> when their last socket here closed
         self.next_renewal = self.next_refresh = None
+        self.had_lease = False  # a first lease is new, not lost
         self.stopping = threading.Event()
         self.handed_over = False
         self.thread = None
@@ -81,6 +82,8 @@ class SocketPresence:
             except (sa.exc.SQLAlchemyError, DeadlineExceeded, APIError) as err:
                 log.warning("socket presence: this round failed (%s); the next one tries "
                             "again", err.__class__.__name__)
+            except Exception:  # noqa: BLE001 - the thread must outlive any one round
+                log.exception("socket presence: this round failed; the next one tries again")
 
     def tick(self, now=None):
         """One round: renew the lease when due, take offline the users gone for the
@@ -99,10 +102,19 @@ class SocketPresence:
     def _renew(self, now):
         if self.handed_over or (self.next_renewal and now < self.next_renewal):
             return
-        if held_sockets.renew(self.process, now, self.lease_seconds):
+        lost = held_sockets.renew(self.process, now, self.lease_seconds) and self.had_lease
+        self.had_lease = True
+        if lost:
+            # Run out: the sweeper may have taken our users offline and their rows
+            # away. Hold them again, and beat them: their sockets are open. (One who had
+            # gone offline themselves comes back too: the price of a lease lost.)
             users = self.hub.users()  # not under self.lock: the hub calls in holding its own
-            with self.lock:  # a lease made anew holds no one yet: hold everyone here
+            with self.lock:
                 self.arrivals.update(users)
+            if users:
+                log.warning("socket presence: this process's lease had run out; holding "
+                            "and beating its %d users again", len(users))
+                beats.beat_all(users)
         self.next_renewal = now + timedelta(seconds=self.lease_seconds / 3)
 
     def _release(self, now):
@@ -165,7 +177,7 @@ class SocketPresence:
                 with deadline(max(self.lease_seconds / 2, 1), "socket presence hand-over"):
                     self._hold()  # those who came in since the last tick are handed over too
                     held_sockets.renew(self.process, now, reconnect_within
-                                       + self.grace.total_seconds())
+                                       + self.grace.total_seconds(), stopping=True)
             except (sa.exc.SQLAlchemyError, DeadlineExceeded) as err:
                 log.warning("socket presence: could not hand over (%s); the lease runs out "
                             "as it was", err.__class__.__name__)
