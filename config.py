@@ -192,8 +192,12 @@ class Config:
     # unanswered); past either its socket is closed (1008).
     FEED_MESSAGES_PER_SECOND = _int("FEED_MESSAGES_PER_SECOND", 5)
     FEED_MESSAGE_BURST = _int("FEED_MESSAGE_BURST", 20)
-    # How often open sockets' accounts are checked; deactivated ones are closed.
+    # How often open sockets' accounts are checked; deactivated ones are closed. The same
+    # round freezes the objects that survived (no full collection walks them again) and,
+    # every GC_FULL_COLLECT_SECONDS, collects fully once (0: CPython's own collections,
+    # a pause of seconds about once a minute at 10,000 sockets a worker).
     FEED_ACCOUNT_CHECK_SECONDS = _float("FEED_ACCOUNT_CHECK_SECONDS", 30)
+    GC_FULL_COLLECT_SECONDS = _float("GC_FULL_COLLECT_SECONDS", 600)
     # Per-user rate limits (Flask-Limiter syntax); stored in Redis when REDIS_URL is set.
     RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
     RATELIMIT_HEARTBEAT = os.environ.get("RATELIMIT_HEARTBEAT", "12 per minute")

@@ -111,14 +111,53 @@ def test_a_full_gunicorn_worker_still_answers_rest_and_health(web_process, make_
             response.close()
 
 
+class RecordedGC:
+    """What the memory policy asks of the collector, in order."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *args: self.calls.append(name)
+
+
+def test_survivors_are_frozen_each_round_and_collected_fully_now_and_then():
+    """CPython's full collections walk every object a worker's sockets keep (seconds at
+    10,000 sockets): each round freezes the survivors, and a full collection runs only
+    every full_every seconds (or after a large drop), over the frozen too."""
+    now = [0.0]
+    collector = RecordedGC()
+    policy = MemoryRelease(trim=lambda _pad: None, full_every=600, collector=collector,
+                           monotonic=lambda: now[0])
+    for _ in range(3):
+        now[0] += 30
+        assert policy.after(5000) is False
+    assert collector.calls == ["freeze"] * 3
+    now[0] = 601
+    collector.calls.clear()
+    policy.after(5000)
+    assert collector.calls == ["unfreeze", "collect", "freeze"]
+    collector.calls.clear()
+    now[0] += 30
+    policy.after(5000)
+    assert collector.calls == ["freeze"]  # the next full one is 600 s away again
+    collector.calls.clear()
+    assert policy.after(2000) is True  # a large drop: collected fully, and trimmed
+    assert collector.calls == ["unfreeze", "collect", "freeze"]
+    off = RecordedGC()
+    assert MemoryRelease(trim=lambda _pad: None, full_every=0, collector=off).after(10) \
+        is False
+    assert off.calls == []  # 0: CPython's own collections alone
+
+
 def test_freed_memory_is_returned_once_after_a_large_drop_of_sockets():
     trims = []
-    release = MemoryRelease(trim=trims.append)
+    release = MemoryRelease(trim=trims.append, full_every=0)  # this test process: no freeze
     assert release.after(5000) is False  # the peak
     assert release.after(4200) is False  # a drop under half the peak
     assert release.after(2400) is True and trims == [0]  # half gone: glibc gives it back
     assert release.after(2000) is False  # measured from the new peak: no second trim
-    assert MemoryRelease(trim=trims.append).after(0) is False  # never a peak to drop from
-    small = MemoryRelease(trim=trims.append)
+    assert MemoryRelease(trim=trims.append, full_every=0).after(0) is False  # no peak yet
+    small = MemoryRelease(trim=trims.append, full_every=0)
     small.after(800)
     assert small.after(0) is False and trims == [0]  # a drop under MIN_DROP sockets

@@ -106,7 +106,8 @@ def init_app(app):
         relay = _relay(app, hub)
         hub.changes = Changes(config["CONDITIONAL_GET_MAX_AGE_SECONDS"], relay_epoch=(
             (lambda: relay.health.epoch) if relay is not None else (lambda: 0)))
-        guard = AccountGuard(app, hub, config["FEED_ACCOUNT_CHECK_SECONDS"])
+        guard = AccountGuard(app, hub, config["FEED_ACCOUNT_CHECK_SECONDS"],
+                             config["GC_FULL_COLLECT_SECONDS"])
         presence = None
         if config["PRESENCE_FROM_SOCKETS"]:
             presence = hub.presence = SocketPresence(app, hub)

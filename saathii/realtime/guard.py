@@ -1,5 +1,5 @@
-"""Closes the feed sockets of accounts that are gone (and, in the same round, returns a
-worker's freed memory after many sockets closed: memory.py).
+"""Closes the feed sockets of accounts that are gone (and, every MEMORY_ROUND_SECONDS,
+keeps the worker's collection pauses short and returns freed memory: memory.py).
 
 A socket is authenticated once, at its upgrade; an account deactivated (or deleted)
 later would keep hearing events. Every `interval` seconds one thread per process asks
@@ -21,6 +21,9 @@ from .memory import MemoryRelease
 log = logging.getLogger(__name__)
 
 CHUNK = 1000
+# The memory round's period: survivors frozen within seconds, so that a full collection
+# never has many to walk (memory.py).
+MEMORY_ROUND_SECONDS = 5
 
 
 @built_once
@@ -40,14 +43,14 @@ def inactive_among(user_ids):
 class AccountGuard:
     """A thread that closes the sockets of deactivated accounts, every `interval` s."""
 
-    def __init__(self, app, hub, interval):
+    def __init__(self, app, hub, interval, full_collect_every=600):
         self.app = app
         self.hub = hub
         self.interval = interval
         self.stopping = threading.Event()
         self.thread = None
         self.lock = threading.Lock()
-        self.memory = MemoryRelease()
+        self.memory = MemoryRelease(full_every=full_collect_every)
 
     def start(self):
         """Start the thread once."""
@@ -76,8 +79,14 @@ class AccountGuard:
         return gone
 
     def _run(self):
-        while not self.stopping.wait(self.interval):
-            self.memory.after(self.hub.count())  # after a surge has gone
+        step = min(self.interval, MEMORY_ROUND_SECONDS)
+        since_check = 0.0
+        while not self.stopping.wait(step):
+            self.memory.after(self.hub.count())  # freezes survivors; after a surge, trims
+            since_check += step
+            if since_check < self.interval:
+                continue
+            since_check = 0.0
             try:
                 self.check()
             except (sa.exc.SQLAlchemyError, DeadlineExceeded) as err:  # the next round tries

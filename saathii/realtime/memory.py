@@ -1,16 +1,22 @@
-"""Gives a worker's freed memory back to the system once many feed sockets have closed.
+"""A worker's memory with many feed sockets: collection pauses kept rare, and freed memory
+given back once many sockets closed.
 
-Each socket's greenlets keep their stacks in memory from the C allocator (greenlet copies
-a switched-out stack to the heap); when thousands of sockets close, that memory is free
-but glibc keeps most of it in its heap, so a worker that held a surge stays at its peak
-size. After a large drop (half of the peak and at least MIN_DROP sockets) the guard's
-periodic round collects garbage and asks glibc to return its free pages (malloc_trim).
-Cost: one collection and one trim per large drop; nothing where glibc is absent.
+Each socket keeps a few hundred objects alive for hours; CPython's full collection walks
+them all, and it runs whenever enough young objects have survived, however few become
+garbage: at 10,000 sockets a worker it stopped the worker for 0.4 to 2.8 s about once a
+minute (BENCHMARKS.md). So each periodic round (the guard's, every few seconds) moves
+the survivors to the permanent generation (gc.freeze: the young collections go on, full
+ones walk only what came since), and every GC_FULL_COLLECT_SECONDS, or after a large
+drop of sockets (half of the peak and at least MIN_DROP), one full collection takes back
+the cycles among them, then glibc returns its free pages (malloc_trim). Cost: one full
+pause per interval instead of one a minute; cyclic garbage of long-lived objects waits
+for it.
 """
 import ctypes
 import ctypes.util
 import gc
 import logging
+import time
 
 MIN_DROP = 1000
 
@@ -27,20 +33,41 @@ def _glibc_trim():
 
 
 class MemoryRelease:
-    """Tracks the sockets' peak since the last release; releases after a large drop."""
+    """Freezes the survivors each round; collects fully now and then, and after a large
+    drop of sockets (then also trims)."""
 
-    def __init__(self, trim=None):
+    def __init__(self, trim=None, full_every=600, collector=gc, monotonic=time.monotonic):
         self.trim = trim if trim is not None else _glibc_trim()
+        self.full_every = full_every  # seconds (0: never frozen, CPython's own collections)
+        self.gc = collector
+        self.monotonic = monotonic
         self.peak = 0
+        self.next_full = monotonic() + full_every
 
     def after(self, sockets):
-        """Called now and then with the sockets held now; return whether it released."""
+        """Called each round with the sockets held now; return whether it trimmed."""
         self.peak = max(self.peak, sockets)
-        if self.peak - sockets < max(MIN_DROP, self.peak // 2):
+        if self.peak - sockets >= max(MIN_DROP, self.peak // 2):
+            self._collect()
+            if self.trim is not None:
+                self.trim(0)
+            log.info("feed sockets fell from %d to %d: freed memory returned", self.peak,
+                     sockets)
+            self.peak = sockets
+            return True
+        if self.full_every <= 0:
             return False
-        gc.collect()
-        if self.trim is not None:
-            self.trim(0)
-        log.info("feed sockets fell from %d to %d: freed memory returned", self.peak, sockets)
-        self.peak = sockets
-        return True
+        if self.monotonic() >= self.next_full:
+            self._collect()
+        else:
+            self.gc.freeze()
+        return False
+
+    def _collect(self):
+        """One full collection over everything, the frozen too; then freeze again."""
+        self.next_full = self.monotonic() + self.full_every
+        if self.full_every > 0:
+            self.gc.unfreeze()
+        self.gc.collect()
+        if self.full_every > 0:
+            self.gc.freeze()
