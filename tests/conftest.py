@@ -65,6 +65,7 @@ def config(database_uri, tmp_path):
         # (on by default) has its own tests, test_socket_presence*.py, and the checker.
         PRESENCE_FROM_SOCKETS = False
         SOCKET_PRESENCE_TICK_SECONDS = 0  # its tests tick on the clock they move
+        GC_FULL_COLLECT_SECONDS = 0  # never gc.freeze() the test process (memory.py)
         # The relay follows the test database (PostgreSQL: LISTEN/NOTIFY), whatever the
         # environment says; the Redis tests start processes with REDIS_URL themselves.
         REDIS_URL = None

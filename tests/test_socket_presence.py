@@ -220,6 +220,24 @@ def test_a_process_that_lost_its_lease_but_lives_brings_its_users_back(
     assert held == sorted([listener.id, fan.hello["data"]["user_id"]])
 
 
+def test_live_processes_find_a_dead_one_without_the_sweeper(
+        app, client, listener, presence):
+    """The sweeper's lease may have died with the process: each live process looks for
+    run-out leases when it renews its own."""
+    assert client.post("/both/status/heartbeat", headers=listener.headers).status_code == 200
+    with app.app_context():
+        held_sockets.renew("dead", clock.now(), 10)
+        held_sockets.hold("dead", [listener.id])
+        db.session.remove()
+    tick(app, presence, 5)
+    assert status(client, listener)["is_online"] is True  # its lease still runs
+    run_for(app, presence, 9, step=3)  # no sweep: SWEEP_INTERVAL_SECONDS is 15
+    assert status(client, listener)["is_online"] is False
+    with app.app_context():
+        assert db.session.scalars(sa.select(SocketProcess.process)).all() == [
+            presence.process]
+
+
 def test_a_stopped_process_holds_no_one_for_the_others(
         app, client, connect, listener, presence):
     """A process that closed its sockets to stop times the hand-over with its lease, but

@@ -6,7 +6,8 @@ among them seen (it never brings anyone online: a user who went offline stays so
 they beat, change their status or open a socket; an opening socket beats). When their
 last socket here closes they go offline OFFLINE_GRACE_SECONDS later, unless they came
 back or hold a socket elsewhere (domain/held_sockets.py). One thread a process, waking
-every tick: the lease, then departures due, then arrivals, then the refresh when due.
+every tick: the lease (and other processes' run-out leases), then departures due, then
+arrivals, then the refresh when due.
 """
 import logging
 import os
@@ -116,6 +117,11 @@ class SocketPresence:
                             "and beating its %d users again", len(users))
                 beats.beat_all(users)
         self.next_renewal = now + timedelta(seconds=self.lease_seconds / 3)
+        # A process that died is found by every live one, not only by the sweeper (whose
+        # own lease may have died with it): its users go within a third of a lease.
+        gone = held_sockets.take_orphans_offline(now)
+        if gone:
+            log.info("socket presence: %d users of a process that died taken offline", gone)
 
     def _release(self, now):
         with self.lock:
