@@ -165,11 +165,10 @@ def keep_online(user_ids, now):
     another transaction holds is skipped: its writer sets last_seen, or the next round."""
     ids = sorted(set(user_ids))
     if db.engine.dialect.name == "postgresql":
-        rows = write_alone(_free_beats_statement(), {"ids": ids, "now": naive_utc(now)})
-    else:
-        with transaction([]) as connection:
-            rows = connection.execute(_beats_statement(), {"ids": ids, "now": now}).all()
-    return {row[0] for row in rows}
+        return _write_free_beats(ids, now)
+    with transaction([]) as connection:
+        return {row[0] for row in connection.execute(_beats_statement(),
+                                                     {"ids": ids, "now": now})}
 
 
 def beat_all(user_ids, chunk=1000):

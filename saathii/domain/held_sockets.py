@@ -5,9 +5,10 @@ when it runs out) and a row per user it holds a socket of (held_sockets). When a
 last socket in a process has been closed for the grace, that process takes them offline
 unless a live process holds a socket of theirs or they were seen after it closed (a
 socket opened anywhere beats, so a reconnect within the grace is seen). A process that
-dies stops renewing: once its lease runs out the sweeper takes offline its users that no
-live process holds and nobody saw after its last renewal. Cost: a lease upsert every few
-seconds, one INSERT a tick for the users who arrived, one transaction for those who left.
+dies stops renewing: once its lease runs out, the first live process to renew its own (or
+the sweeper) takes offline its users that no live process holds and nobody saw after its
+last renewal. Cost: a lease upsert and a look for run-out leases every few seconds, one
+INSERT a tick for the users who arrived, one transaction for those who left.
 """
 from datetime import timedelta
 
@@ -31,8 +32,7 @@ def renew(process, now, lasts_seconds, stopping=False):
               "stopping": stopping}
     statement = upsert(SocketProcess).values(process=process, **values)
     with transaction([]) as connection:
-        expires = connection.execute(sa.select(SocketProcess.expires_at).where(
-            SocketProcess.process == process).with_for_update()).scalar()
+        expires = _locked_expiry(connection, process)
         connection.execute(statement.on_conflict_do_update(
             index_elements=["process"], set_=values))
     return expires is None or aware_utc(expires) <= now
@@ -125,11 +125,17 @@ def _release_some_statement():
             .returning(HeldSocket.user_id))
 
 
-def _still_dead(connection, process, now):
-    """Lock a dead process's lease row (a renewal waits for this transaction) and say
-    whether it is still run out (one renewed meanwhile is alive: left alone)."""
-    expires = connection.execute(sa.select(SocketProcess.expires_at).where(
+def _locked_expiry(connection, process):
+    """When a process's lease runs out (None: it has none), its row locked until the
+    commit: a renewal and the taking of its users wait for each other."""
+    return connection.execute(sa.select(SocketProcess.expires_at).where(
         SocketProcess.process == process).with_for_update()).scalar()
+
+
+def _still_dead(connection, process, now):
+    """Lock a dead process's lease row and say whether it is still run out (one renewed
+    meanwhile is alive: left alone)."""
+    expires = _locked_expiry(connection, process)
     return expires is not None and aware_utc(expires) <= now
 
 
