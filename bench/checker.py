@@ -23,6 +23,7 @@ relay is back. Then it checks, prints one JSON line, and exits 1 on any failure:
 Only 127.0.0.1 is contacted.
 """
 import argparse
+import collections
 import http.client
 import json
 import os
@@ -52,6 +53,7 @@ SETTLE_SECONDS = 20  # the longest the checker waits for views to converge
 FIRST_ID = 1000
 REFUSALS = {}  # socket opens that failed, by error
 ACKNOWLEDGED = []  # a user id per status change answered 200
+STARTED = time.monotonic()  # times in a failure's history count from here
 
 
 class Account:
@@ -244,15 +246,21 @@ def change_statuses(port, listener, stop, acked):
         time.sleep(random.uniform(0.05, 0.3))
 
 
-def churn(port, churner, listener_ids, stop, last):
+def churn(port, churner, listener_ids, stop, last, history):
     """Add and remove favorites of this churner's own listeners, one change at a time;
-    the last acknowledged state of each pair noted (None: its last change unanswered)."""
+    the last acknowledged state of each pair noted (None: its last change unanswered, or
+    still in flight), and each pair's recent changes kept to explain a failure."""
     while not stop.is_set():
         listener_id = random.choice(listener_ids)
         add = not last.get(listener_id, False)
         method, path = ("POST", "/favorites/add") if add else ("DELETE", "/favorites/remove")
-        status, _ = call(port, method, path, churner, {"listener_id": listener_id})
+        last[listener_id] = None  # in flight: unknown until answered
+        began = time.monotonic()
+        status, body = call(port, method, path, churner, {"listener_id": listener_id})
         last[listener_id] = add if status == 200 else None
+        history.setdefault(listener_id, collections.deque(maxlen=6)).append(
+            f"{method} {status} {(body or {}).get('message') or (body or {}).get('detail')!r}"
+            f" {began - STARTED:.2f}+{time.monotonic() - began:.2f}s")
         time.sleep(random.uniform(0.02, 0.1))
 
 
@@ -302,22 +310,25 @@ def check(relay, seconds, url, redis_url):
         for thread in feeds + watchers:
             thread.start()
         acked, last_by_churner = {}, {i: {} for i in churner_ids}
+        history = {i: {} for i in churner_ids}
         share = len(listener_ids) // len(churner_ids)
         load = [threading.Thread(target=change_statuses, args=(port, account, stop, acked),
                                  daemon=True) for account in listeners for _ in range(2)]
         load += [threading.Thread(target=churn, args=(
             port, Account(i), listener_ids[n * share:(n + 1) * share], stop,
-            last_by_churner[i]), daemon=True) for n, i in enumerate(churner_ids)]
+            last_by_churner[i], history[i]), daemon=True) for n, i in enumerate(churner_ids)]
         for thread in load:
             thread.start()
         time.sleep(seconds / 2)
         victim = random.choice(server.worker_pids())
-        log(f"checker ({relay}): SIGKILL to worker {victim}")
+        log(f"checker ({relay}): SIGKILL to worker {victim} at "
+            f"{time.monotonic() - STARTED:.2f}s")
         os.kill(victim, signal.SIGKILL)
         time.sleep(seconds / 2)
         # The load's last changes are made while the relay is down: only what a process
         # does once its relay is back brings them to its sockets.
-        log(f"checker ({relay}): pausing the relay; the load stops meanwhile")
+        log(f"checker ({relay}): pausing the relay at {time.monotonic() - STARTED:.2f}s; "
+            "the load stops meanwhile")
         paused = threading.Thread(target=pause_relay, args=(relay, proxy, url))
         paused.start()
         time.sleep(PAUSE_SECONDS / 2 if relay == "redis" else 0.2)
@@ -326,8 +337,13 @@ def check(relay, seconds, url, redis_url):
         paused.join()
         for thread in load:
             thread.join(20)
-        return verify(url, port, listeners, feeds, watchers, acked, last_by_churner, stop,
-                      server)
+        running = sum(thread.is_alive() for thread in load)
+        result = verify(url, port, listeners, feeds, watchers, acked, last_by_churner,
+                        history, stop, server)
+        if running:  # their last changes are still in flight: the comparison is void
+            result["failures"].append(f"{running} load threads still running 20 s after "
+                                      "the load stopped")
+        return result
     finally:
         if clock is not None:
             clock.terminate()
@@ -352,7 +368,8 @@ def stored(url):
     return events, favorites, versions
 
 
-def verify(url, port, listeners, feeds, watchers, acked, last_by_churner, stop, server):
+def verify(url, port, listeners, feeds, watchers, acked, last_by_churner, history, stop,
+           server):
     """Wait (bounded) for every view to converge; the counts and the failures."""
     events, favorites, versions = stored(url)
     failures = []
@@ -360,7 +377,8 @@ def verify(url, port, listeners, feeds, watchers, acked, last_by_churner, stop, 
         for listener_id, favorited in last.items():
             if favorited is not None and (listener_id in favorites.get(churner, ())) != favorited:
                 failures.append(f"churner {churner}: favorite of {listener_id} should be "
-                                f"{favorited}")
+                                f"{favorited}; its last changes (method, status, message, "
+                                f"sent at+took): {list(history[churner][listener_id])}")
     for user_id, version in acked.items():
         if versions[user_id] < version:
             failures.append(f"user {user_id}: version {versions[user_id]} < acknowledged {version}")
