@@ -161,6 +161,34 @@ def test_a_socket_over_its_open_limit_in_a_stall_gets_503(web_process, postgres_
     assert (status, json.loads(body)) == (429, {"detail": "Too many requests"})
 
 
+def test_a_socket_opened_in_a_stall_with_socket_presence_leaves_no_one_online(
+        web_process, postgres_proxy, customer, listener, tmp_path):
+    """With presence from sockets, an opening socket beats before its greeting: in a
+    stall it gets 503 (not the beat's "may or may not have been saved"), and its user is not left online by a
+    beat that may have been written (a departure is noted: offline after the grace)."""
+    proxy, url = postgres_proxy
+    server = web_process(relay=None, DATABASE_URL=url, REQUEST_TIMEOUT_SECONDS=2,
+                         PRESENCE_FROM_SOCKETS="true", OFFLINE_GRACE_SECONDS=1,
+                         SOCKET_PRESENCE_TICK_SECONDS=0.2)
+    assert call(server, "GET", "/both/status/me", customer)[1]["is_online"] is False
+    proxy.pause()
+    status, body = upgrade(server, f"/ws/feed?token={customer.token}")
+    assert (status, json.loads(body)) == (503, UNAVAILABLE)
+    proxy.heal()
+    until_ok(server, listener)
+    deadline = time.monotonic() + 10  # the grace and a few ticks
+    while call(server, "GET", "/both/status/me", customer)[1]["is_online"]:
+        assert time.monotonic() < deadline, "left online by a socket that never opened"
+        time.sleep(0.2)
+    feed = open_feed(server, customer)  # healed: a socket opens and keeps its user online
+    try:
+        assert call(server, "GET", "/both/status/me", customer)[1]["is_online"] is True
+    finally:
+        feed.close()
+    logs = "".join(path.read_text() for path in tmp_path.glob("process-*.log"))
+    assert "Traceback" not in logs
+
+
 @pytest.mark.parametrize("heal", ["after", "during"])
 def test_every_change_answered_in_a_stall_is_answered_truly(
         web_process, postgres_proxy, make_user, tmp_path, heal):

@@ -16,7 +16,7 @@ from ..domain import beats
 from ..sql import built_once, fetch_rows
 from ..events import stored_events
 from ..extensions import db
-from ..errors import APIError, restarting
+from ..errors import APIError, restarting, unavailable
 from ..threads import light_thread
 from ..models import Favorite, FeedEvent, User
 from . import inbox, messages
@@ -152,8 +152,15 @@ def register(realtime, config, user_id, expires_at):
             # socket is added: the user's other sockets hear them come online, this
             # one's greeting says so.
             with deadline(config["REQUEST_TIMEOUT_SECONDS"], "feed heartbeat"):
-                if not beats.beat(user_id):
-                    return None
+                try:
+                    if not beats.beat(user_id):
+                        return None
+                except APIError as err:
+                    # A beat's unknown outcome is ours to settle (given_up below), not
+                    # the opener's: its socket did not open, it tries again later.
+                    if err.status == 503:
+                        raise unavailable() from err
+                    raise
         hub.add(connection)
     except BaseException:
         hub.given_up(user_id)  # beaten (or maybe), never held: as if it had closed
