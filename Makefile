@@ -39,4 +39,3 @@ bench-smoke: install
 	$(BIN)/python bench/capacity.py --smoke
 	$(BIN)/python bench/relays.py --events 200 --threads 1,4
 	$(BIN)/python bench/reconnects.py --smoke
-	$(BIN)/python bench/checker.py --seconds 10

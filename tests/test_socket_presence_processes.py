@@ -116,10 +116,16 @@ def test_a_reconnect_within_the_grace_on_the_other_worker_sends_nothing(
         fan.close()
 
 
-def test_two_sockets_on_two_workers_one_closes_still_online(served, customer, listener):
-    base, master, workers = served
-    if workers < 2:
+@pytest.fixture
+def two_workers(database_uri):
+    """Skips on SQLite (one worker) before any server starts."""
+    if database_uri.startswith("sqlite"):
         pytest.skip("two workers: PostgreSQL")
+
+
+def test_two_sockets_on_two_workers_one_closes_still_online(two_workers, served, customer,
+                                                            listener):
+    base, master, workers = served
     fan = fan_of(base, customer, listener)
     try:
         first, pid = open_on(base, listener, master, workers)
