@@ -173,14 +173,20 @@ def test_a_socket_held_by_a_live_process_elsewhere_keeps_the_user_online(
     assert status(client, listener)["is_online"] is False
 
 
-def test_an_open_socket_never_brings_back_a_user_who_went_offline(
-        app, client, connect, fan, listener, presence):
+def connected_then_offline(client, connect, fan, listener):
+    """The listener opens a socket (online), then sets themselves offline; the fan hears
+    both."""
     connect(listener)
     assert fan.receive()["type"] == "listener_online"
     response = client.put("/both/status/me", json={"is_online": False},
                           headers=listener.headers)
     assert response.status_code == 200, response.json
     assert fan.receive()["type"] == "listener_offline"
+
+
+def test_an_open_socket_never_brings_back_a_user_who_went_offline(
+        app, client, connect, fan, listener, presence):
+    connected_then_offline(client, connect, fan, listener)
     run_for(app, presence, 2 * app.config["PRESENCE_TIMEOUT_SECONDS"])
     assert status(client, listener)["is_online"] is False
     fan.expect_nothing_queued()
@@ -353,3 +359,18 @@ def test_a_socket_that_stops_answering_pings_lets_its_user_go(
     raw.close()
     tick(app, presence, GRACE)
     assert status(client, listener)["is_online"] is False
+
+
+def beat(client, account):
+    response = client.post("/both/status/heartbeat", headers=account.headers)
+    assert (response.status_code, response.json) == (200, {"message": "Heartbeat received"})
+
+
+def test_a_socket_holder_who_went_offline_is_brought_online_by_a_beat(
+        app, client, connect, fan, listener, presence):
+    connected_then_offline(client, connect, fan, listener)
+    clock.advance(1)  # an open socket, and offline: the beat is theirs
+    beat(client, listener)
+    assert status(client, listener)["is_online"] is True
+    event = fan.receive()
+    assert (event["type"], event["data"]["user_id"]) == ("listener_online", listener.id)
