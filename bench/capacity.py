@@ -15,7 +15,11 @@ whether events arrived exactly once: no presence event twice on a socket, and on
 load stops, every customer's last word on each favorite listener is the listener's
 state in the database. --processes 2 starts two independent web processes (as two dynos,
 one worker each by default) and splits the users between them, so events must cross
-through the relay. The users come from several client processes (bench/wsclient.py under gevent; one process
+through the relay. On a PostgreSQL that runs without autovacuum (this machine's) the
+benchmark does its work: VACUUM ANALYZE of the tables every AUTOVACUUM_SECONDS, its CPU
+counted with PostgreSQL's (without it, statistics from the seed, when no one was online,
+made PostgreSQL look users up through the partial index of online users: four times the
+CPU a heartbeat, BENCHMARKS.md). The users come from several client processes (bench/wsclient.py under gevent; one process
 holds at most ~19,000 files). Seeds its own database; only 127.0.0.1 is contacted; every
 loop is bounded; exits non-zero on a lost socket, an error answer or a server traceback.
 """
@@ -45,6 +49,11 @@ USERS_PER_CLIENT = 6000
 SETTLE_SECONDS = 3  # after the load stops, for the last events to arrive
 REOPENS = 10  # attempts of a socket open answered 503
 KINDS = ("heartbeat", "status", "favorite_add", "favorite_remove", "page", "presence")
+# autovacuum_naptime's default is 60 s, and a table changed by a tenth is analyzed at the
+# next round: a busy table every minute at most; 30 s keeps the plans of a 90 s run fresh.
+AUTOVACUUM_SECONDS = 30
+VACUUMED = ("user_status", "users", "favorites", "held_sockets", "socket_processes",
+            "feed_events")
 
 
 def percentile(values, share):
@@ -251,6 +260,43 @@ def seed(url, users):
     return listeners, customers, favorites
 
 
+class Autovacuum:
+    """What autovacuum does where PostgreSQL runs without it: VACUUM ANALYZE of the tables
+    the load writes, every AUTOVACUUM_SECONDS, in a thread, until stopped."""
+
+    def __init__(self, url):
+        import threading
+
+        self.url, self.stop, self.rounds = url, threading.Event(), 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        import psycopg
+
+        with psycopg.connect(libpq_url(self.url), autocommit=True) as conn:
+            if conn.execute("show autovacuum").fetchone()[0] == "on":
+                return self  # PostgreSQL's own does it
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join(60)
+
+    def _run(self):
+        import psycopg
+
+        while not self.stop.wait(AUTOVACUUM_SECONDS):
+            try:
+                with psycopg.connect(libpq_url(self.url), autocommit=True) as conn:
+                    for table in VACUUMED:
+                        conn.execute(f"vacuum analyze {table}")
+                self.rounds += 1
+            except psycopg.Error as err:
+                log(f"autovacuum stand-in: {err}")
+
+
 def postgres_pids():
     pids = []
     for entry in os.listdir("/proc"):
@@ -316,6 +362,7 @@ def run(args):
     result = {"users": args.users, "clients": parts, "processes": args.processes,
               "heartbeats": not args.no_heartbeats}
     with ExitStack() as stack:
+        vacuum = stack.enter_context(Autovacuum(url))
         servers = [stack.enter_context(Server(f"capacity-{n}", "wsgi:app", url, **env))
                    for n in range(args.processes)]
         workers = [pid for server in servers for pid in server.worker_pids()]
@@ -377,6 +424,7 @@ def run(args):
         result["rss_mib"]["after_seconds"] = args.after_close
         result["problems"] = [line for server in servers for line in server.problems(50)
                               if "saathii.admission" not in line][:5]
+        result["autovacuum_rounds"] = vacuum.rounds
     for name in ("ramp", "steady"):
         result[name] = summarize(reports, name)
     result["idle"] = {"cores": result.pop("idle_cores")}
