@@ -120,6 +120,15 @@ def in_ids(column, name):
     return column.in_(sa.bindparam(name, expanding=True))
 
 
+def online_by_id(column):
+    """`column IS TRUE`, for statements that find users by id among the online ones: the
+    same rows as `column` (it is NOT NULL), but PostgreSQL cannot match it to the partial
+    index of online users. On statistics from a time when few were online it chose that
+    index and scanned every online row for each id (1.4 ms against 0.02 through the
+    primary key at 5,000 online: BENCHMARKS.md, "Measured again")."""
+    return column.is_(True)
+
+
 def built_once(build):
     """Decorate a function that builds a statement: build it once per database backend
     (and per arguments, for a function that builds statements of several shapes).

@@ -22,7 +22,7 @@ from ..errors import APIError, outcome_unknown, unavailable
 from ..events import publish_committed, transaction
 from ..extensions import db
 from ..models import User, UserStatus, naive_utc
-from ..sql import in_ids, built_once, write_alone
+from ..sql import in_ids, built_once, online_by_id, write_alone
 from . import presence
 from .batches import Batcher, app_batcher, copy_for_request, written_again_after
 
@@ -35,7 +35,7 @@ def _beats_statement():
     now = sa.bindparam("now", type_=UserStatus.last_seen.type)
     return (
         sa.update(UserStatus)
-        .where(in_ids(UserStatus.user_id, "ids"), UserStatus.is_online == sa.true(), active)
+        .where(in_ids(UserStatus.user_id, "ids"), online_by_id(UserStatus.is_online), active)
         # The version moves too, so a sweep that read the old last_seen cannot apply.
         .values(last_seen=now, updated_at=now, version=UserStatus.version + 1)
         .returning(UserStatus.user_id)
@@ -49,7 +49,7 @@ def _free_beats_statement():
     waits for it within BATCH_LOCK_WAIT_MS); the ids written."""
     active = sa.exists().where(User.id == UserStatus.user_id, User.is_active == sa.true())
     free = (sa.select(UserStatus.user_id)
-            .where(in_ids(UserStatus.user_id, "ids"), UserStatus.is_online == sa.true(), active)
+            .where(in_ids(UserStatus.user_id, "ids"), online_by_id(UserStatus.is_online), active)
             .with_for_update(skip_locked=True).cte("free"))
     now = sa.bindparam("now", type_=UserStatus.last_seen.type)
     return (

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from ..events import transaction
 from ..models import HeldSocket, SocketProcess, User, UserStatus, aware_utc
-from ..sql import built_once, fetch_rows, in_ids, upsert
+from ..sql import built_once, fetch_rows, in_ids, online_by_id, upsert
 from .presence import Status, changed_status, status_rows
 from .status_updates import write_changes
 
@@ -75,7 +75,7 @@ def _unheld_online_statement():
     """The online users among :ids whom no live process holds, locked."""
     now = sa.bindparam("now", type_=SocketProcess.expires_at.type)
     return (status_rows()
-            .where(in_ids(UserStatus.user_id, "ids"), UserStatus.is_online == sa.true(),
+            .where(in_ids(UserStatus.user_id, "ids"), online_by_id(UserStatus.is_online),
                    ~_held_elsewhere(now))
             .order_by(UserStatus.user_id).with_for_update(of=UserStatus))
 
