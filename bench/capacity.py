@@ -269,13 +269,17 @@ class Autovacuum:
 
         self.url, self.stop, self.rounds = url, threading.Event(), 0
         self.thread = threading.Thread(target=self._run, daemon=True)
+        self.conn = None
 
     def __enter__(self):
         import psycopg
 
-        with psycopg.connect(libpq_url(self.url), autocommit=True) as conn:
-            if conn.execute("show autovacuum").fetchone()[0] == "on":
-                return self  # PostgreSQL's own does it
+        # One connection for the whole run: its backend is alive at every phase's CPU
+        # reading, so its work counts as PostgreSQL's.
+        self.conn = psycopg.connect(libpq_url(self.url), autocommit=True)
+        if self.conn.execute("show autovacuum").fetchone()[0] == "on":
+            self.conn.close()  # PostgreSQL's own does it
+            return self
         self.thread.start()
         return self
 
@@ -283,15 +287,15 @@ class Autovacuum:
         self.stop.set()
         if self.thread.is_alive():
             self.thread.join(60)
+        self.conn.close()
 
     def _run(self):
         import psycopg
 
         while not self.stop.wait(AUTOVACUUM_SECONDS):
             try:
-                with psycopg.connect(libpq_url(self.url), autocommit=True) as conn:
-                    for table in VACUUMED:
-                        conn.execute(f"vacuum analyze {table}")
+                for table in VACUUMED:
+                    self.conn.execute(f"vacuum analyze {table}")
                 self.rounds += 1
             except psycopg.Error as err:
                 log(f"autovacuum stand-in: {err}")

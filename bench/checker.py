@@ -338,11 +338,13 @@ def check(relay, seconds, url, redis_url):
         for thread in load:
             thread.join(20)
         running = sum(thread.is_alive() for thread in load)
+        if running:  # their last changes are still in flight: no pair can be compared
+            last_by_churner = {}
         result = verify(url, port, listeners, feeds, watchers, acked, last_by_churner,
                         history, stop, server)
-        if running:  # their last changes are still in flight: the comparison is void
-            result["failures"].append(f"{running} load threads still running 20 s after "
-                                      "the load stopped")
+        if running:
+            result["failures"].append(f"{running} load threads still running at least "
+                                      "20 s after the load stopped")
         return result
     finally:
         if clock is not None:
@@ -378,7 +380,7 @@ def verify(url, port, listeners, feeds, watchers, acked, last_by_churner, histor
             if favorited is not None and (listener_id in favorites.get(churner, ())) != favorited:
                 failures.append(f"churner {churner}: favorite of {listener_id} should be "
                                 f"{favorited}; its last changes (method, status, message, "
-                                f"sent at+took): {list(history[churner][listener_id])}")
+                                f"sent at+took): {list(history[churner].get(listener_id, ()))}")
     for user_id, version in acked.items():
         if versions[user_id] < version:
             failures.append(f"user {user_id}: version {versions[user_id]} < acknowledged {version}")

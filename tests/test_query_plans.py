@@ -34,6 +34,9 @@ def stale_statistics(app, config):
                 "created_at, updated_at, version) values (:id, false, false, :now, :now, "
                 ":now, 1)"), rows)
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            # An automatic ANALYZE between this and the EXPLAIN would make it pass
+            # vacuously where autovacuum runs (the schema is made afresh for each test).
+            conn.execute(sa.text("alter table user_status set (autovacuum_enabled = false)"))
             conn.execute(sa.text("analyze users"))
             conn.execute(sa.text("analyze user_status"))
         with db.engine.begin() as conn:
@@ -42,7 +45,8 @@ def stale_statistics(app, config):
 
 
 def indexes_used(app, statement, params):
-    """The indexes the plan of a statement reads user_status through."""
+    """The indexes of user_status (pk_user_status, ix_user_status_*) a statement's plan
+    reads."""
     with app.app_context():
         compiled = statement.compile(dialect=db.engine.dialect)
         raw = db.engine.raw_connection()
@@ -55,8 +59,8 @@ def indexes_used(app, statement, params):
             raw.close()
     found = set()
 
-    def walk(node):
-        if node.get("Relation Name") == "user_status" and "Index Name" in node:
+    def walk(node):  # an index scan names its table; a bitmap index scan only its index
+        if "user_status" in node.get("Index Name", ""):
             found.add(node["Index Name"])
         for child in node.get("Plans", ()):
             walk(child)

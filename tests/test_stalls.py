@@ -161,24 +161,27 @@ def test_a_socket_over_its_open_limit_in_a_stall_gets_503(web_process, postgres_
     assert (status, json.loads(body)) == (429, {"detail": "Too many requests"})
 
 
-def test_a_socket_opened_in_a_stall_with_socket_presence_leaves_no_one_online(
+def test_a_socket_opened_in_a_stall_with_socket_presence_is_a_departure(
         web_process, postgres_proxy, customer, listener, tmp_path):
     """With presence from sockets, an opening socket beats before its greeting: in a
-    stall it gets 503 (not the beat's "may or may not have been saved"), and its user is not left online by a
-    beat that may have been written (a departure is noted: offline after the grace)."""
+    stall it gets 503 (not the beat's "may or may not have been saved"), and the socket
+    that never opened counts as one that closed (hub.given_up): its user, online by a
+    REST heartbeat before it and by nothing since, goes offline after the grace rather
+    than at the heartbeat timeout."""
     proxy, url = postgres_proxy
     server = web_process(relay=None, DATABASE_URL=url, REQUEST_TIMEOUT_SECONDS=2,
                          PRESENCE_FROM_SOCKETS="true", OFFLINE_GRACE_SECONDS=1,
                          SOCKET_PRESENCE_TICK_SECONDS=0.2)
-    assert call(server, "GET", "/both/status/me", customer)[1]["is_online"] is False
+    assert call(server, "POST", "/both/status/heartbeat", customer)[0] == 200
+    assert call(server, "GET", "/both/status/me", customer)[1]["is_online"] is True
     proxy.pause()
     status, body = upgrade(server, f"/ws/feed?token={customer.token}")
     assert (status, json.loads(body)) == (503, UNAVAILABLE)
     proxy.heal()
     until_ok(server, listener)
-    deadline = time.monotonic() + 10  # the grace and a few ticks
+    deadline = time.monotonic() + 10  # the grace and a few ticks; the timeout is 120 s
     while call(server, "GET", "/both/status/me", customer)[1]["is_online"]:
-        assert time.monotonic() < deadline, "left online by a socket that never opened"
+        assert time.monotonic() < deadline, "the failed open was not a departure"
         time.sleep(0.2)
     feed = open_feed(server, customer)  # healed: a socket opens and keeps its user online
     try:
