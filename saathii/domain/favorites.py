@@ -10,7 +10,7 @@ from ..clock import clock, isoformat
 from ..errors import bad_request, not_found, unauthorized
 from ..events import Event
 from ..models import Favorite, User, UserStatus
-from ..sql import in_ids, built_once, fetch_rows, upsert
+from ..sql import in_ids, built_once, fetch_rows, online_by_id, upsert
 from .users import Caller
 
 
@@ -143,7 +143,7 @@ ITEM_COLUMNS = (
     # No status row: offline, never changed (version 0).
     sa.func.coalesce(UserStatus.version, 0).label("version"),
 )
-ONLINE = UserStatus.is_online == sa.true()
+ONLINE = online_by_id(UserStatus.is_online)  # the listed favorites, joined by id
 AVAILABLE = sa.and_(ONLINE, UserStatus.is_busy == sa.false())
 
 
