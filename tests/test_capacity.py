@@ -8,6 +8,8 @@ import time
 import pytest
 
 from config import reserved_connections, worker_connections
+from saathii.realtime import guard as guard_module
+from saathii.realtime.guard import AccountGuard
 from saathii.realtime.memory import MemoryRelease
 
 from .processes import rest
@@ -161,3 +163,38 @@ def test_freed_memory_is_returned_once_after_a_large_drop_of_sockets():
     small = MemoryRelease(trim=trims.append, full_every=0)
     small.after(800)
     assert small.after(0) is False and trims == [0]  # a drop under MIN_DROP sockets
+
+
+def test_memory_rounds_run_with_account_checks_turned_off(monkeypatch):
+    """FEED_ACCOUNT_CHECK_SECONDS=0 turns the account checks off, not the rounds that
+    keep collection pauses short (memory.py)."""
+    monkeypatch.setattr(guard_module, "MEMORY_ROUND_SECONDS", 0.01)
+
+    class Hub:
+        def count(self):
+            return 0
+
+        def users(self):
+            raise AssertionError("no account check with an interval of 0")
+
+    class Rounds:
+        def __init__(self):
+            self.sockets = []
+
+        def after(self, sockets):
+            self.sockets.append(sockets)
+
+    guard = AccountGuard(None, Hub(), 0)
+    guard.memory = memory = Rounds()
+    rounds = memory.sockets
+    guard.start()
+    try:
+        deadline = time.monotonic() + 5
+        while len(rounds) < 3:
+            assert time.monotonic() < deadline, "no memory round ran"
+            time.sleep(0.01)
+    finally:
+        guard.stop()
+        if guard.thread is not None:
+            guard.thread.join(5)
+    assert rounds[:3] == [0, 0, 0]

@@ -2,13 +2,16 @@
 keeps the worker's collection pauses short and returns freed memory: memory.py).
 
 A socket is authenticated once, at its upgrade; an account deactivated (or deleted)
-later would keep hearing events. Every `interval` seconds one thread per process asks
-the database which of the users holding sockets here are no longer active, in one query
-per thousand users, and closes their sockets (1008). A token's expiry needs no query:
-each socket's writer closes it then (hub.Connection).
+later would keep hearing events. Every `interval` seconds (0: never) one thread per
+process asks the database which of the users holding sockets here are no longer active,
+in one query per thousand users, and closes their sockets (1008). A token's expiry needs
+no query: each socket's writer closes it then (hub.Connection). The memory rounds run
+whatever the interval: turning the account checks off must not bring back the long
+collection pauses.
 """
 import logging
 import threading
+import time
 
 import sqlalchemy as sa
 
@@ -55,7 +58,7 @@ class AccountGuard:
     def start(self):
         """Start the thread once."""
         with self.lock:
-            if self.thread is None and self.interval > 0:
+            if self.thread is None:
                 self.thread = threading.Thread(target=self._run, name="saathii-account-guard",
                                                daemon=True)
                 self.thread.start()
@@ -79,14 +82,14 @@ class AccountGuard:
         return gone
 
     def _run(self):
-        step = min(self.interval, MEMORY_ROUND_SECONDS)
-        since_check = 0.0
+        checks = self.interval > 0
+        step = min(self.interval, MEMORY_ROUND_SECONDS) if checks else MEMORY_ROUND_SECONDS
+        next_check = time.monotonic() + self.interval
         while not self.stopping.wait(step):
             self.memory.after(self.hub.count())  # freezes survivors; after a surge, trims
-            since_check += step
-            if since_check < self.interval:
+            if not checks or time.monotonic() < next_check:
                 continue
-            since_check = 0.0
+            next_check = time.monotonic() + self.interval
             try:
                 self.check()
             except (sa.exc.SQLAlchemyError, DeadlineExceeded) as err:  # the next round tries
