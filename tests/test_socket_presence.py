@@ -226,6 +226,52 @@ def test_a_process_that_lost_its_lease_but_lives_brings_its_users_back(
     assert held == sorted([listener.id, fan.hello["data"]["user_id"]])
 
 
+def test_a_lost_lease_brings_back_only_those_the_sweep_took(
+        app, client, connect, listener, make_user, presence):
+    """Of a process's users, one who went offline themselves while its lease held stays
+    offline when it finds the lease lost; one the sweep took offline comes back."""
+    resting = make_user("resting_listener", "listener")
+    connect(listener), connect(resting)
+    presence.tick()
+    clock.advance(app.config["SOCKET_LEASE_SECONDS"] - 1)  # while the lease holds
+    response = client.put("/both/status/me", json={"is_online": False},
+                          headers=resting.headers)
+    assert response.status_code == 200, response.json
+    assert response.json["is_online"] is False
+    clock.advance(2)  # the lease has run out, with no renewal meanwhile
+    assert run_sweep(app).orphans_offline == 1  # the listener; the resting one was off
+    assert status(client, listener)["is_online"] is False
+    presence.tick()
+    assert status(client, listener)["is_online"] is True
+    body = status(client, resting)
+    assert (body["is_online"], body["is_busy"]) == (False, False)
+
+
+def test_users_owed_by_a_lost_lease_are_brought_back_once_the_database_answers(
+        app, client, connect, listener, presence, monkeypatch):
+    """The renewal that finds the lease lost commits before its users are brought back:
+    if that write fails, the next round writes it (the lease, renewed, no longer says
+    lost)."""
+    from saathii.domain import beats
+
+    connect(listener)
+    presence.tick()
+    clock.advance(app.config["SOCKET_LEASE_SECONDS"] + 1)
+    assert run_sweep(app).orphans_offline == 1
+    real = beats.bring_back
+
+    def failing(*args, **kwargs):
+        raise sa.exc.OperationalError("UPDATE", {}, Exception("the database went away"))
+
+    monkeypatch.setattr(beats, "bring_back", failing)
+    with pytest.raises(sa.exc.OperationalError):
+        presence.tick()
+    assert status(client, listener)["is_online"] is False
+    monkeypatch.setattr(beats, "bring_back", real)
+    presence.tick()
+    assert status(client, listener)["is_online"] is True
+
+
 def test_live_processes_find_a_dead_one_without_the_sweeper(
         app, client, listener, presence):
     """The sweeper's lease may have died with the process: each live process looks for

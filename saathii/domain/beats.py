@@ -171,13 +171,32 @@ def keep_online(user_ids, now):
                                                      {"ids": ids, "now": now})}
 
 
-def beat_all(user_ids, chunk=1000):
-    """Heartbeats of many users at once, outside the batcher (the holders of a lease that
-    was lost: socket presence), in transactions of `chunk`; their events published."""
+@built_once
+def _returns_statement():
+    """The arrivals of :ids taken offline at or after :since (no one else's)."""
+    since = sa.bindparam("since", type_=UserStatus.updated_at.type)
+    return _arrivals_statement().where(UserStatus.updated_at >= since)
+
+
+def bring_back(user_ids, since, chunk=1000):
+    """The users of a process whose lease was lost (socket presence: their sockets are
+    open): the online ones marked seen, and those taken offline at or after `since` (when
+    the lease ran out: by a sweep, or a process that took it for dead, either of which
+    compares its own clock with that stored expiry) brought online, one event each, in
+    transactions of `chunk`. One who went offline by their own choice while the lease
+    held stays offline."""
     ids = sorted(set(user_ids))
+    now = clock.now()
     for start in range(0, len(ids), chunk):
-        events = []
-        write_beats(ids[start:start + chunk], events)
+        part, events = ids[start:start + chunk], []
+        with transaction(events) as connection:
+            seen = {row[0] for row in connection.execute(
+                _beats_statement(), {"ids": part, "now": now})}
+            for user_id, username, role, created_at, version in connection.execute(
+                    _returns_statement(), {"ids": [i for i in part if i not in seen],
+                                           "now": now, "since": since}):
+                events.append(presence.arrival(user_id, username, role, created_at, now,
+                                               version))
         publish_committed(events)
 
 

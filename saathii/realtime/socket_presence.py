@@ -46,7 +46,8 @@ class SocketPresence:
         self.arrivals = set()  # users whose first socket here opened since the last tick
         self.departures = {}  # user id -> when their last socket here closed
         self.next_renewal = self.next_refresh = None
-        self.had_lease = False  # a first lease is new, not lost
+        self.expires_at = None  # when our lease runs out (None: a first one is new, not lost)
+        self.owed_since = None  # a lost lease's users taken offline since then: bring back
         self.stopping = threading.Event()
         self.handed_over = False
         self.thread = None
@@ -103,19 +104,24 @@ class SocketPresence:
     def _renew(self, now):
         if self.handed_over or (self.next_renewal and now < self.next_renewal):
             return
-        lost = held_sockets.renew(self.process, now, self.lease_seconds) and self.had_lease
-        self.had_lease = True
-        if lost:
-            # Run out: the sweeper may have taken our users offline and their rows
-            # away. Hold them again, and beat them: their sockets are open. (One who had
-            # gone offline themselves comes back too: the price of a lease lost.)
+        lost = held_sockets.renew(self.process, now, self.lease_seconds)
+        if lost and self.expires_at is not None:
+            # Run out: a sweep may have taken our users offline and their rows away.
+            # Hold them again, and bring back those taken offline once it had run out:
+            # their sockets are open. (One who went offline themselves while it held
+            # stays so; one who did after it comes back: the price of a lease lost.)
             users = self.hub.users()  # not under self.lock: the hub calls in holding its own
             with self.lock:
                 self.arrivals.update(users)
             if users:
                 log.warning("socket presence: this process's lease had run out; holding "
-                            "and beating its %d users again", len(users))
-                beats.beat_all(users)
+                            "its %d users again", len(users))
+            if self.owed_since is None:  # else an earlier loss is still owed, from then
+                self.owed_since = self.expires_at
+        self.expires_at = now + timedelta(seconds=self.lease_seconds)
+        if self.owed_since is not None:  # until written: a failure is tried again next tick
+            beats.bring_back(self.hub.users(), self.owed_since)
+            self.owed_since = None
         self.next_renewal = now + timedelta(seconds=self.lease_seconds / 3)
         # A process that died is found by every live one, not only by the sweeper (whose
         # own lease may have died with it): its users go within a third of a lease.
