@@ -198,7 +198,7 @@ class Config:
     # a pause of seconds about once a minute at 10,000 sockets a worker).
     FEED_ACCOUNT_CHECK_SECONDS = _float("FEED_ACCOUNT_CHECK_SECONDS", 30)
     GC_FULL_COLLECT_SECONDS = _float("GC_FULL_COLLECT_SECONDS", 600)
-    # Per-user rate limits (Flask-Limiter syntax); stored in Redis when REDIS_URL is set.
+    # Per-user rate limits (the limits library's syntax); stored in Redis when REDIS_URL is set.
     RATELIMIT_ENABLED = _bool("RATELIMIT_ENABLED", True)
     RATELIMIT_HEARTBEAT = os.environ.get("RATELIMIT_HEARTBEAT", "12 per minute")
     RATELIMIT_FAVORITE_CHANGES = os.environ.get("RATELIMIT_FAVORITE_CHANGES", "60 per minute")

@@ -64,7 +64,7 @@ def unauthorized():
 
 
 def too_many_requests(retry_after):
-    """Return the 429 of a rate limit counted outside Flask-Limiter's view decorators."""
+    """Return the 429 of a rate limit (saathii/rate_limits.py)."""
     return APIError(429, HTTP_DETAILS[429], headers={"Retry-After": str(retry_after)})
 
 
@@ -175,8 +175,6 @@ def register_error_handlers(app):
         headers = {}
         if err.code == 405 and err.valid_methods:
             headers["Allow"] = ", ".join(sorted(err.valid_methods))
-        if err.code == 429 and getattr(err, "retry_after", None):
-            headers["Retry-After"] = str(err.retry_after)
         return error_response(err.code, detail, headers=headers)
 
     @app.errorhandler(PoolTimeout)

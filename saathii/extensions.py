@@ -1,6 +1,4 @@
 """Flask extensions, created bare and bound to an app in create_app."""
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sock import Sock
 from flask_sqlalchemy import SQLAlchemy
@@ -18,5 +16,3 @@ NAMING_CONVENTION = {
 db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING_CONVENTION))
 migrate = Migrate(render_as_batch=True, compare_type=True)
 sock = Sock()
-# Limits are per user: the routes that have one name a key function of their own.
-limiter = Limiter(key_func=get_remote_address)

@@ -1,4 +1,4 @@
-"""An in-process store of fixed-window rate-limit counters, for Flask-Limiter."""
+"""An in-process store of fixed-window rate-limit counters (a storage of limits')."""
 import threading
 import time
 

@@ -1,75 +1,83 @@
-"""Per-user rate limits (Flask-Limiter): heartbeats, favorite changes, presence look-ups
-and feed socket opens."""
-import logging
+"""Per-user rate limits, counted with the limits library: heartbeats, favorite changes,
+presence look-ups and feed socket opens.
+
+A limited view spends one hit of its caller's budget before it runs (after
+@authenticate, so the caller is known): within it, the answer says what is left in
+X-RateLimit-Limit, -Remaining and -Reset; past it, 429 with Retry-After and nothing is
+applied. A setting may name several windows ("2/minute;5/hour"): they are spent
+shortest first, up to the first one refused, so refused attempts do not use up the
+longer ones. Cost: one call to the store a hit plus one for -Reset (Redis: two round
+trips; Flask-Limiter's decorator, used before, made three and spent about 50 us of
+Python besides, BENCHMARKS.md). The store, and what happens while Redis fails, is
+limit_store.py's.
+"""
 import math
 import time
+from dataclasses import dataclass
 from functools import lru_cache, wraps
 
 import redis
-from flask import current_app, g
-from flask_limiter import RateLimitExceeded
-from flask_limiter.util import get_remote_address
+from flask import current_app, g, make_response
 from limits import parse_many
 
-from . import limiter_hook, metrics
-from .auth import bearer_token, current_user, user_id_for_token
+from . import metrics
+from .auth import current_user
 from .domain.users import active_caller
 from .errors import too_many_requests, unauthorized
-from .extensions import limiter
-from .limit_counters import ProcessCounters  # noqa: F401 - registers process-memory://
+from .limit_store import LimitStore
 from .redis_options import client_options
 
-log = logging.getLogger(__name__)
-STORE_FAILURE_LOG_SECONDS = 10
+KEY = "saathii_limits"
 
 
-def caller_key():
-    """Limit by the user a token names; an invalid token is limited by address (and 401s)."""
-    # authenticate has verified the token already on every limited route.
-    user_id = g.get("user_id") or user_id_for_token(bearer_token())
-    return f"user:{user_id}" if user_id is not None else f"ip:{get_remote_address()}"
+@dataclass(frozen=True)
+class Spent:
+    """One hit spent against a setting's limits: the limit the answer describes (the
+    one refused, else the one with least left), how many it has left, and whether the
+    hit was within every limit."""
+
+    limit: object
+    remaining: int
+    allowed: bool
+    key: str
 
 
-def _limit(setting, scope):
-    shared = limiter.shared_limit(lambda: current_app.config[setting], scope=scope,
-                                  key_func=caller_key)
+def spend(setting, scope, user_id):
+    """Spend one hit of a user's budget for a setting's limits; None when limits are off.
+    A store that fails lets the hit through (counted in memory from then on)."""
+    config = current_app.config
+    if not config["RATELIMIT_ENABLED"]:
+        return None
+    limits = current_app.extensions[KEY]
+    store = limits.current()
+    try:
+        return _spend(store, _limits_of(config[setting]), _key(scope, user_id))
+    except Exception as err:  # noqa: BLE001 - the store is down, not the request
+        limits.failed(store, err)
+        return _spend(limits.current(), _limits_of(config[setting]), _key(scope, user_id))
 
-    def decorate(view):
-        limited = shared(view)
 
-        @wraps(view)
-        def counted(*args, **kwargs):
-            try:
-                return limited(*args, **kwargs)
-            except RateLimitExceeded:
-                current_user()  # a caller whose account is gone hears 401, not 429
-                metrics.rate_limited(scope)
-                raise
-
-        return counted
-
-    return decorate
+def _spend(store, limits, key):
+    """As limits' fixed-window strategy counts a hit (incr against the window's expiry),
+    keeping the counts it reads for the headers."""
+    spent = None
+    for item in limits:
+        item_key = item.key_for(*key)
+        count = store.incr(item_key, item.get_expiry())
+        left = max(0, item.amount - count)
+        if count > item.amount:
+            return Spent(item, 0, False, item_key)
+        if spent is None or left < spent.remaining:
+            spent = Spent(item, left, True, item_key)
+    return spent
 
 
 def count_hit(setting, scope, user_id):
-    """Count one hit of a user against a view's shared limit from outside a view (a feed
-    ping spends the heartbeat budget); return whether it was within the limit. The key is
-    the one Flask-Limiter gives the views' hits, so both count against one budget."""
-    config = current_app.config
-    if not config["RATELIMIT_ENABLED"]:
-        return True
-    key = _key(scope, user_id)
-    try:
-        # As Flask-Limiter counts a view's hit: each limit of the setting, shortest window
-        # first ("2/minute;5/hour"), up to the first one refused, so that refused
-        # attempts do not use up the longer windows.
-        for item in _limits_of(config[setting]):
-            if not limiter.limiter.hit(item, *key):
-                return False
-        return True
-    except Exception as err:  # noqa: BLE001 - as in views: a failing store lets it through
-        _store_failed(err)
-        return True
+    """Count one hit of a user against a view's limits from outside a view (a feed ping
+    spends the heartbeat budget); return whether it was within them. The key is the
+    views' own, so both count against one budget."""
+    spent = spend(setting, scope, user_id)
+    return spent is None or spent.allowed
 
 
 def require_within_limit(setting, scope, user_id):
@@ -83,17 +91,37 @@ def require_within_limit(setting, scope, user_id):
     raise too_many_requests(_seconds_to_reset(setting, scope, user_id))
 
 
-_last_store_failure = [0.0]
+def _limit(setting, scope):
+    def decorate(view):
+        @wraps(view)
+        def limited(*args, **kwargs):
+            spent = spend(setting, scope, g.user_id)
+            if spent is None:
+                return view(*args, **kwargs)
+            if not spent.allowed:
+                current_user()  # a caller whose account is gone hears 401, not 429
+                metrics.rate_limited(scope)
+                refusal = too_many_requests(_seconds_to_reset(setting, scope, g.user_id))
+                refusal.headers.update(_headers(spent))
+                raise refusal
+            response = make_response(view(*args, **kwargs))
+            response.headers.update(_headers(spent))
+            return response
+
+        return limited
+
+    return decorate
 
 
-def _store_failed(err):
-    """Say that the counters' store failed: one line (no traceback: it is the store's
-    outage, not a bug here), at most every STORE_FAILURE_LOG_SECONDS during an outage."""
-    now = time.monotonic()
-    if now - _last_store_failure[0] >= STORE_FAILURE_LOG_SECONDS:
-        _last_store_failure[0] = now
-        log.warning("rate-limit store failed (%s: %s); hits let through meanwhile",
-                    err.__class__.__name__, err)
+def _headers(spent):
+    """What a limited answer says of the limit: its size, what is left, when it resets."""
+    try:
+        reset = current_app.extensions[KEY].current().get_expiry(spent.key)
+    except Exception:  # noqa: BLE001 - the store failed since the hit: a guess will do
+        reset = time.time() + spent.limit.get_expiry()
+    return {"X-RateLimit-Limit": str(spent.limit.amount),
+            "X-RateLimit-Remaining": str(spent.remaining),
+            "X-RateLimit-Reset": str(int(reset + 1))}
 
 
 @lru_cache(maxsize=64)
@@ -111,12 +139,13 @@ def _key(scope, user_id):
 def _seconds_to_reset(setting, scope, user_id):
     """Whole seconds until every exhausted window of the setting's limits opens again."""
     key, now = _key(scope, user_id), time.time()
+    store = current_app.extensions[KEY].current()
     try:
-        windows = [limiter.limiter.get_window_stats(item, *key)
-                   for item in _limits_of(current_app.config[setting])]
+        resets = [store.get_expiry(item.key_for(*key))
+                  for item in _limits_of(current_app.config[setting])
+                  if store.get(item.key_for(*key)) >= item.amount]
     except Exception:  # noqa: BLE001 - the store failed since the hit: a guess will do
         return 60
-    resets = [window.reset_time for window in windows if window.remaining == 0]
     return max(1, math.ceil(max(resets, default=now) - now))
 
 
@@ -126,18 +155,20 @@ presence_lookups_limit = _limit("RATELIMIT_PRESENCE_LOOKUPS", "presence-lookups"
 
 
 def init_app(app):
-    """Bind the limiter; its storage is Redis when REDIS_URL is set, memory otherwise."""
+    """Make the app's counters' store: Redis when REDIS_URL (or RATELIMIT_STORAGE_URI)
+    is set, this process's memory otherwise."""
     config = app.config
     for setting in ("RATELIMIT_DEFAULT", "RATELIMIT_APPLICATION", "RATELIMIT_META"):
-        if config.get(setting):  # they would never be counted: see below
+        if config.get(setting):  # an operator would expect them counted: say they are not
             raise RuntimeError(f"{setting} is not supported: limits here are set per view "
                                "(saathii/rate_limits.py)")
     config.setdefault("RATELIMIT_STORAGE_URI", config.get("REDIS_URL") or "process-memory://")
     uri = config["RATELIMIT_STORAGE_URI"]
+    options = {}
     if uri.startswith("redis"):
-        # Every request waits on this store: bounded and never retried, so a stalled
-        # Redis costs a request REDIS_TIMEOUT_SECONDS once, then the limiter counts in
-        # memory (the fallback below) and looks at Redis again with a growing backoff.
+        # Every limited request waits on this store: bounded and never retried, so a
+        # stalled Redis costs a request REDIS_TIMEOUT_SECONDS once, then the counting
+        # moves to memory (limit_store.py).
         timeout = config["REDIS_TIMEOUT_SECONDS"]
         options = client_options(timeout)
         if uri.startswith(("redis://", "rediss://")):  # not sentinel, cluster or a socket
@@ -147,10 +178,4 @@ def init_app(app):
             options = {"connection_pool": redis.BlockingConnectionPool.from_url(
                 uri, max_connections=config["REDIS_MAX_CONNECTIONS"], timeout=timeout,
                 **options)}
-        config.setdefault("RATELIMIT_STORAGE_OPTIONS", options)
-    config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
-    # If Redis fails, count in memory for a while rather than fail requests.
-    config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
-    config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
-    limiter.init_app(app)
-    limiter_hook.remove(app, limiter)  # every limit here is counted by its view's decorator
+    app.extensions[KEY] = LimitStore(uri, config.get("RATELIMIT_STORAGE_OPTIONS", options))

@@ -1,6 +1,6 @@
-"""The service reaches into two libraries' insides where they offer no public way, each
-in one module named for it (gunicorn_errors.py, saathii/limiter_hook.py; the feed's
-inbox, saathii/realtime/inbox.py, is guarded by tests/test_inbox.py). These tests fail
+"""The service reaches into libraries' insides only where they offer no public way, each
+in one module named for it (gunicorn_errors.py; the feed's inbox,
+saathii/realtime/inbox.py, is guarded by tests/test_inbox.py). These tests fail
 loudly, naming the library and its version, when an upgrade moves what they rely on."""
 import inspect
 import json
@@ -9,12 +9,8 @@ from importlib.metadata import version
 
 import gunicorn.util
 import gunicorn.workers.base
-from flask import Flask
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 
 import gunicorn_errors
-from saathii import limiter_hook
 
 
 def test_gunicorn_still_answers_its_own_errors_through_util_write_error():
@@ -43,18 +39,3 @@ def test_the_json_writer_answers_as_the_service_does_and_echoes_no_token():
         f"Content-Length: {len(body)}".encode()]
     assert json.loads(body) == {
         "detail": "Bad Request: Invalid request line 'GET /ws/feed?token=[redacted]'"}
-
-
-def test_flask_limiter_still_registers_its_before_request_pass_where_we_remove_it():
-    where = f"Flask-Limiter {version('Flask-Limiter')}"
-    app = Flask(__name__)
-    limiter = Limiter(get_remote_address, app=app, storage_uri="memory://")
-    check = getattr(limiter, "_check_request_limit", None)
-    assert check is not None, (
-        f"{where}: Limiter._check_request_limit is gone; saathii/limiter_hook.py must follow")
-    assert check in app.before_request_funcs.get(None, []), (
-        f"{where}: init_app no longer registers _check_request_limit as a before-request "
-        "function; saathii/limiter_hook.py must follow it")
-    assert limiter_hook.remove(app, limiter) is True
-    assert check not in app.before_request_funcs.get(None, [])
-    assert limiter_hook.remove(app, limiter) is False

@@ -124,7 +124,7 @@ def test_process_counters_open_a_new_window_when_one_ends(monkeypatch):
 
 
 def test_refused_hits_do_not_use_up_the_longer_windows(limited_app, customer, monkeypatch):
-    """Counted outside a view as Flask-Limiter counts a view: shortest window first, up to
+    """Counted outside a view as a view counts: shortest window first, up to
     the first refusal, so retrying against "2 per minute" does not spend "5 per hour"."""
     from saathii import limit_counters, rate_limits
     fake = FakeTime()
@@ -142,12 +142,10 @@ def test_refused_hits_do_not_use_up_the_longer_windows(limited_app, customer, mo
 
 
 def test_limits_count_in_process_counters_without_redis(app):
-    from saathii.extensions import limiter
     from saathii.limit_counters import ProcessCounters
     if app.config.get("REDIS_URL"):
         pytest.skip("REDIS_URL is set: the counters live in Redis")
-    with app.app_context():
-        assert isinstance(limiter.storage, ProcessCounters)
+    assert isinstance(app.extensions["saathii_limits"].current(), ProcessCounters)
 
 
 def test_a_limited_answer_says_what_is_left_and_others_carry_no_limit(limited, listener):
@@ -283,3 +281,64 @@ def test_a_surge_waits_for_the_counters_pool_and_logs_no_traceback(config, redis
     finally:
         proxy.close()
         app.extensions["saathii_realtime"].stop()
+
+
+def test_while_redis_fails_a_process_counts_in_memory_then_in_redis_again(
+        config, redis_url, caplog):
+    """Once a call to Redis fails, this process counts in its memory (the limit still
+    holds, per process), looks at Redis again once the wait is over, and counts there
+    again once it answers. One line each way. (Redis cut: a stalled one's held hit could
+    land late; the surge test above stalls it.)"""
+    from saathii import rate_limits
+    from .proxy import TcpProxy
+
+    redis_host, redis_port = redis_url.split("//")[1].split("/")[0].split(":")
+    proxy = TcpProxy(redis_host, int(redis_port))
+    app = create_app(type("Failing", (config,), {
+        "RATELIMIT_ENABLED": True, "RATELIMIT_HEARTBEAT": "3 per minute",
+        "RATELIMIT_STORAGE_URI": f"redis://127.0.0.1:{proxy.port}/0",
+        "RATELIMIT_KEY_PREFIX": f"test-{uuid.uuid4().hex}", "REDIS_TIMEOUT_SECONDS": 0.5}))
+    store = app.extensions["saathii_limits"]
+    fake = FakeTime()
+    store.monotonic = fake.time
+
+    def hits(count):
+        with app.app_context():
+            return [rate_limits.count_hit("RATELIMIT_HEARTBEAT", "heartbeat", 7)
+                    for _ in range(count)]
+
+    def lines():
+        return [record.getMessage() for record in caplog.records
+                if record.name == "saathii.rate_limits"]
+
+    try:
+        assert hits(1) == [True]  # in Redis: 1 of 3
+        proxy.cut()
+        assert hits(4) == [True, True, True, False]  # in memory, from the failed hit on
+        assert len(lines()) == 1 and "counting in this process's memory" in lines()[0]
+        assert store.current() is store.memory
+        proxy.heal()
+        assert hits(1) == [False]  # the wait is not over: still in memory
+        fake.now += 1.5
+        assert hits(3) == [True, True, False]  # Redis again, where 1 of 3 was spent
+        assert store.current() is store.configured
+        assert len(lines()) == 2 and "back" in lines()[1]
+    finally:
+        proxy.close()
+        app.extensions["saathii_realtime"].stop()
+
+
+def test_a_limited_answer_carries_when_its_window_ends(limited, listener):
+    import time
+    beat = limited.post("/both/status/heartbeat", headers=listener.headers)
+    assert beat.status_code == 200
+    assert beat.json == {"message": "Heartbeat received"}
+    reset = int(beat.headers["X-RateLimit-Reset"])
+    assert time.time() < reset <= time.time() + 61
+    for _ in range(2):
+        limited.post("/both/status/heartbeat", headers=listener.headers)
+    refused = limited.post("/both/status/heartbeat", headers=listener.headers)
+    assert_limited(refused)
+    assert (refused.headers["X-RateLimit-Limit"], refused.headers["X-RateLimit-Remaining"],
+            refused.headers["X-RateLimit-Reset"]) == ("3", "0", str(reset))
+    assert int(refused.headers["Retry-After"]) <= 60
