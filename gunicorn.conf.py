@@ -34,10 +34,9 @@ keepalive = 5
 # gunicorn 27's control socket has one fixed path per user: several services (or test
 # processes) on one machine would fight over it, and nothing here uses it.
 control_socket_disable = True
+# Access lines in the service's layout (logformat.py): the path without its query
+# string, so the feed socket's ?token= never reaches the log.
 accesslog = "-"
-# The path without its query string: the feed socket's ?token= never reaches the log.
-access_log_format = ('%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms '
-                     'request_id=%({saathii.request_id}e)s')
 # LOG_FORMAT (text or json) for gunicorn's own logs too; tokens redacted from the error
 # log (a malformed request line is logged whole); health probes out of the access log.
 logger_class = GunicornLogger

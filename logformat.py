@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from gunicorn import glogging
 
@@ -20,6 +20,8 @@ TEXT_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 DATE_FORMAT = "[%Y-%m-%d %H:%M:%S %z]"
 # What a request adds to a line (set on the record by saathii.logs, or by the access log).
 CONTEXT = ("request_id", "user_id", "method", "route", "status", "duration_ms")
+
+MILLISECOND = timedelta(milliseconds=1)
 
 TOKEN_IN_QUERY = re.compile(r"(token=)[^&\s\"']+")
 BEARER = re.compile(r"(bearer\s+)[^\s\"',;]+", re.IGNORECASE)
@@ -120,11 +122,15 @@ def _status(resp):
         return 0
 
 
+def _or_dash(value):
+    return "-" if value is None else value
+
+
 class GunicornLogger(glogging.Logger):
     """gunicorn's logs in the service's format: tokens redacted from its error log (a
     malformed request line is logged whole), successful health probes and requests shed
-    under load left out of the access log, and with LOG_FORMAT=json one object per
-    access line."""
+    under load left out of the access log, and its access lines in the service's layout
+    (gunicorn's access_log_format is not read): one object each with LOG_FORMAT=json."""
 
     def setup(self, cfg):
         super().setup(cfg)
@@ -146,11 +152,19 @@ class GunicornLogger(glogging.Logger):
             if status < 500:
                 return  # probes come every few seconds; only a failing one is news
             level = logging.WARNING
-        if not self.json:
-            atoms = self.atoms_wrapper_class(self.atoms(resp, req, environ, request_time))
-            self.access_log.log(level, self.cfg.access_log_format, atoms)
-            return
         method = environ.get("REQUEST_METHOD")
+        if not self.json:
+            # The service's own layout, written directly: gunicorn's atoms (every request
+            # header, a formatted time) cost a heartbeat an eighth of its CPU
+            # (BENCHMARKS.md); the path without its query (the feed's ?token= never
+            # shows), status, bytes sent, milliseconds and the request id.
+            self.access_log.log(level, '%s "%s %s %s" %s %s %dms request_id=%s',
+                                environ.get("REMOTE_ADDR") or "-", method, path,
+                                environ.get("SERVER_PROTOCOL"), status,
+                                _or_dash(getattr(resp, "sent", None)),
+                                request_time / MILLISECOND,
+                                environ.get("saathii.request_id") or "-")
+            return
         self.access_log.log(level, "%s %s %s", method, path, status, extra={
             "request_id": environ.get("saathii.request_id"),
             "user_id": environ.get("saathii.user_id"), "method": method,

@@ -171,3 +171,38 @@ def test_gunicorn_logs_in_either_format_name_requests_and_never_a_token(
     probe = [e for e in entries if e["logger"] == "gunicorn.access" and e["route"] == "/readyz"]
     assert [(e["level"], e["status"]) for e in probe] == [("WARNING", 503)]
     assert not_ready["request_id"] == probe[0]["request_id"]
+
+
+def test_gunicorn_access_lines_in_the_service_layout(tmp_path, monkeypatch):
+    """The text access line, whole: address, method, path without its query, protocol,
+    status, bytes, whole milliseconds and the request id; a probe only when it fails."""
+    from datetime import timedelta
+
+    from gunicorn.config import Config
+
+    from logformat import GunicornLogger
+
+    monkeypatch.setenv("LOG_FORMAT", "text")
+    path = tmp_path / "access.log"
+    config = Config()
+    config.set("accesslog", str(path))
+    logger = GunicornLogger(config)
+
+    class Sent:
+        status, sent = "200 OK", 31
+
+    environ = {"REMOTE_ADDR": "10.0.0.7", "REQUEST_METHOD": "POST",
+               "PATH_INFO": "/both/status/heartbeat", "QUERY_STRING": "token=abc.def.ghi",
+               "RAW_URI": "/both/status/heartbeat?token=abc.def.ghi",
+               "SERVER_PROTOCOL": "HTTP/1.1", "saathii.request_id": "r-9"}
+    logger.access(Sent(), None, environ, timedelta(milliseconds=12, microseconds=900))
+    Sent.status, Sent.sent = "503 Service Unavailable", None
+    logger.access(Sent(), None, {**environ, "PATH_INFO": "/readyz",
+                                 "saathii.request_id": None}, timedelta(seconds=2))
+    Sent.status = "200 OK"
+    logger.access(Sent(), None, {**environ, "PATH_INFO": "/healthz"}, timedelta(0))
+    for handler in logger.access_log.handlers:
+        handler.flush()
+    assert path.read_text().splitlines() == [
+        '10.0.0.7 "POST /both/status/heartbeat HTTP/1.1" 200 31 12ms request_id=r-9',
+        '10.0.0.7 "POST /readyz HTTP/1.1" 503 - 2000ms request_id=-']
