@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache, wraps
 
 import redis
-from flask import current_app, g, make_response
+from flask import current_app, g
 from limits import parse_many
 
 from . import metrics
@@ -101,16 +101,22 @@ def _limit(setting, scope):
             if not spent.allowed:
                 current_user()  # a caller whose account is gone hears 401, not 429
                 metrics.rate_limited(scope)
-                refusal = too_many_requests(_seconds_to_reset(setting, scope, g.user_id))
-                refusal.headers.update(_headers(spent))
-                raise refusal
-            response = make_response(view(*args, **kwargs))
-            response.headers.update(_headers(spent))
-            return response
+                g.rate_limit_headers = _headers(spent)
+                raise too_many_requests(_seconds_to_reset(setting, scope, g.user_id))
+            g.rate_limit_headers = _headers(spent)  # on its answer, whatever it is
+            return view(*args, **kwargs)
 
         return limited
 
     return decorate
+
+
+def add_headers(response):
+    """Say where the caller stands on every answer of a limited view (its errors too)."""
+    headers = g.pop("rate_limit_headers", None)
+    if headers is not None:
+        response.headers.update(headers)
+    return response
 
 
 def _headers(spent):
@@ -179,3 +185,4 @@ def init_app(app):
                 uri, max_connections=config["REDIS_MAX_CONNECTIONS"], timeout=timeout,
                 **options)}
     app.extensions[KEY] = LimitStore(uri, config.get("RATELIMIT_STORAGE_OPTIONS", options))
+    app.after_request(add_headers)

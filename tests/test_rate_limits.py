@@ -342,3 +342,12 @@ def test_a_limited_answer_carries_when_its_window_ends(limited, listener):
     assert (refused.headers["X-RateLimit-Limit"], refused.headers["X-RateLimit-Remaining"],
             refused.headers["X-RateLimit-Reset"]) == ("3", "0", str(reset))
     assert int(refused.headers["Retry-After"]) <= 60
+
+
+def test_a_limited_view_says_where_the_caller_stands_on_its_errors_too(limited, customer):
+    response = limited.post("/favorites/add", json={"listener_id": 999_999},
+                            headers=customer.headers)
+    assert response.status_code == 404
+    assert response.json == {"detail": "Listener not found"}
+    assert (response.headers["X-RateLimit-Limit"],
+            response.headers["X-RateLimit-Remaining"]) == ("2", "1")
