@@ -40,6 +40,7 @@ class Spent:
     remaining: int
     allowed: bool
     key: str
+    store: object  # where it was counted: the headers read the window there
 
 
 def spend(setting, scope, user_id):
@@ -48,13 +49,16 @@ def spend(setting, scope, user_id):
     config = current_app.config
     if not config["RATELIMIT_ENABLED"]:
         return None
+    items, key = _limits_of(config[setting]), _key(scope, user_id)
     limits = current_app.extensions[KEY]
     store = limits.current()
     try:
-        return _spend(store, _limits_of(config[setting]), _key(scope, user_id))
-    except Exception as err:  # noqa: BLE001 - the store is down, not the request
+        spent = _spend(store, items, key)
+    except Exception as err:  # noqa: BLE001 - failed() raises what is not the store's
         limits.failed(store, err)
-        return _spend(limits.current(), _limits_of(config[setting]), _key(scope, user_id))
+        return _spend(limits.current(), items, key)
+    limits.counted(store)
+    return spent
 
 
 def _spend(store, limits, key):
@@ -66,9 +70,9 @@ def _spend(store, limits, key):
         count = store.incr(item_key, item.get_expiry())
         left = max(0, item.amount - count)
         if count > item.amount:
-            return Spent(item, 0, False, item_key)
+            return Spent(item, 0, False, item_key, store)
         if spent is None or left < spent.remaining:
-            spent = Spent(item, left, True, item_key)
+            spent = Spent(item, left, True, item_key, store)
     return spent
 
 
@@ -83,12 +87,13 @@ def count_hit(setting, scope, user_id):
 def require_within_limit(setting, scope, user_id):
     """Spend one hit from outside a view (a feed socket's upgrade); past the limit,
     raise 429 with Retry-After, or 401 if the user's account is gone (as in views)."""
-    if count_hit(setting, scope, user_id):
+    spent = spend(setting, scope, user_id)
+    if spent is None or spent.allowed:
         return
     if active_caller(user_id) is None:
         raise unauthorized()
     metrics.rate_limited(scope)
-    raise too_many_requests(_seconds_to_reset(setting, scope, user_id))
+    raise too_many_requests(_seconds_to_reset(setting, scope, user_id, spent.store))
 
 
 def _limit(setting, scope):
@@ -102,7 +107,8 @@ def _limit(setting, scope):
                 current_user()  # a caller whose account is gone hears 401, not 429
                 metrics.rate_limited(scope)
                 g.rate_limit_headers = _headers(spent)
-                raise too_many_requests(_seconds_to_reset(setting, scope, g.user_id))
+                raise too_many_requests(_seconds_to_reset(setting, scope, g.user_id,
+                                                          spent.store))
             g.rate_limit_headers = _headers(spent)  # on its answer, whatever it is
             return view(*args, **kwargs)
 
@@ -122,9 +128,10 @@ def add_headers(response):
 def _headers(spent):
     """What a limited answer says of the limit: its size, what is left, when it resets."""
     try:
-        reset = current_app.extensions[KEY].current().get_expiry(spent.key)
-    except Exception:  # noqa: BLE001 - the store failed since the hit: a guess will do
-        reset = time.time() + spent.limit.get_expiry()
+        reset = spent.store.get_expiry(spent.key)
+    except Exception as err:  # noqa: BLE001 - failed() raises what is not the store's
+        current_app.extensions[KEY].failed(spent.store, err)
+        reset = time.time() + spent.limit.get_expiry()  # the store failed since: a guess
     return {"X-RateLimit-Limit": str(spent.limit.amount),
             "X-RateLimit-Remaining": str(spent.remaining),
             "X-RateLimit-Reset": str(int(reset + 1))}
@@ -142,19 +149,22 @@ def _key(scope, user_id):
     return [part for part in (prefix, f"user:{user_id}", scope) if part]
 
 
-def _seconds_to_reset(setting, scope, user_id):
-    """Whole seconds until every exhausted window of the setting's limits opens again."""
+def _seconds_to_reset(setting, scope, user_id, store):
+    """Whole seconds until every exhausted window of the setting's limits opens again,
+    read in the store the refused hit was counted in."""
     key, now = _key(scope, user_id), time.time()
-    store = current_app.extensions[KEY].current()
     try:
         resets = [store.get_expiry(item.key_for(*key))
                   for item in _limits_of(current_app.config[setting])
                   if store.get(item.key_for(*key)) >= item.amount]
-    except Exception:  # noqa: BLE001 - the store failed since the hit: a guess will do
-        return 60
+    except Exception as err:  # noqa: BLE001 - failed() raises what is not the store's
+        current_app.extensions[KEY].failed(store, err)
+        return 60  # the store failed since the hit: a guess will do
     return max(1, math.ceil(max(resets, default=now) - now))
 
 
+SETTINGS = ("RATELIMIT_HEARTBEAT", "RATELIMIT_FAVORITE_CHANGES", "RATELIMIT_PRESENCE_LOOKUPS",
+            "RATELIMIT_FEED_CONNECTS")
 heartbeat_limit = _limit("RATELIMIT_HEARTBEAT", "heartbeat")
 favorite_changes_limit = _limit("RATELIMIT_FAVORITE_CHANGES", "favorite-changes")
 presence_lookups_limit = _limit("RATELIMIT_PRESENCE_LOOKUPS", "presence-lookups")
@@ -168,6 +178,12 @@ def init_app(app):
         if config.get(setting):  # an operator would expect them counted: say they are not
             raise RuntimeError(f"{setting} is not supported: limits here are set per view "
                                "(saathii/rate_limits.py)")
+    for setting in SETTINGS:  # a typo stops the start, not every limited request
+        try:
+            _limits_of(config[setting])
+        except ValueError as err:
+            raise RuntimeError(f"{setting}={config[setting]!r} is not a rate limit "
+                               '("12 per minute", "2/minute;5/hour")') from err
     config.setdefault("RATELIMIT_STORAGE_URI", config.get("REDIS_URL") or "process-memory://")
     uri = config["RATELIMIT_STORAGE_URI"]
     options = {}

@@ -351,3 +351,42 @@ def test_a_limited_view_says_where_the_caller_stands_on_its_errors_too(limited, 
     assert response.json == {"detail": "Listener not found"}
     assert (response.headers["X-RateLimit-Limit"],
             response.headers["X-RateLimit-Remaining"]) == ("2", "1")
+
+
+def test_a_store_that_answers_but_refuses_hits_is_tried_less_and_less_often(caplog):
+    """Redis back counts once a hit is counted there, not when it answers a look: one
+    that refuses writes (a read-only replica) is tried after 1, 2, 4 ... s, with no line
+    for each try; a bug is never taken for an outage."""
+    from saathii.limit_store import LimitStore
+
+    class Refusing:
+        base_exceptions = ConnectionError
+
+    fake = FakeTime()
+    store = LimitStore("process-memory://", monotonic=fake.time)
+    store.configured = refusing = Refusing()
+    failure = ConnectionError("READONLY You can't write against a read only replica")
+    tries = []
+    for _ in range(40):  # 40 s of hits, one every 0.1 s... in steps of a second
+        for _ in range(10):
+            if store.current() is refusing:
+                tries.append(fake.now)
+                store.failed(refusing, failure)
+            fake.now += 0.1
+    assert [round(at - tries[0]) for at in tries] == [0, 1, 3, 7, 15, 31]
+    lines = [r.getMessage() for r in caplog.records if r.name == "saathii.rate_limits"]
+    assert len(lines) == 1 and "counting in this process's memory" in lines[0]
+    fake.now += 60
+    assert store.current() is refusing
+    store.counted(refusing)
+    assert store.current() is refusing and store.wait == 1.0
+    assert "back" in [r.getMessage() for r in caplog.records][-1]
+    with pytest.raises(KeyError):
+        store.failed(refusing, KeyError("a bug"))
+    with pytest.raises(ValueError):
+        store.failed(store.memory, ValueError("a bug in memory"))
+
+
+def test_a_setting_that_is_no_rate_limit_stops_the_start(config):
+    with pytest.raises(RuntimeError, match="RATELIMIT_HEARTBEAT='12 a minute' is not a"):
+        create_app(type("Typo", (config,), {"RATELIMIT_HEARTBEAT": "12 a minute"}))

@@ -88,13 +88,15 @@ class SocketPresence:
                 log.exception("socket presence: this round failed; the next one tries again")
 
     def tick(self, now=None):
-        """One round: renew the lease when due, take offline the users gone for the
-        grace, hold the users who arrived, refresh last_seen when due."""
+        """One round: renew the lease when due (bringing back the users a lost one
+        owes), take offline the users gone for the grace, hold the users who arrived,
+        refresh last_seen when due."""
         with self.ticking, self.app.app_context():
             now = now or clock.now()
             try:
                 with deadline(max(self.lease_seconds / 2, 1), "socket presence"):
                     self._renew(now)
+                    self._bring_back()
                     self._release(now)
                     self._hold()
                     self._refresh(now)
@@ -119,15 +121,24 @@ class SocketPresence:
             if self.owed_since is None:  # else an earlier loss is still owed, from then
                 self.owed_since = self.expires_at
         self.expires_at = now + timedelta(seconds=self.lease_seconds)
-        if self.owed_since is not None:  # until written: a failure is tried again next tick
-            beats.bring_back(self.hub.users(), self.owed_since)
-            self.owed_since = None
         self.next_renewal = now + timedelta(seconds=self.lease_seconds / 3)
         # A process that died is found by every live one, not only by the sweeper (whose
         # own lease may have died with it): its users go within a third of a lease.
         gone = held_sockets.take_orphans_offline(now)
         if gone:
             log.info("socket presence: %d users of a process that died taken offline", gone)
+
+    def _bring_back(self):
+        """Bring back online the users a lost lease still owes (each round until done;
+        a failure leaves the round's other work to go on)."""
+        if self.owed_since is None:
+            return
+        try:
+            beats.bring_back(self.hub.users(), self.owed_since)
+            self.owed_since = None
+        except (sa.exc.SQLAlchemyError, DeadlineExceeded, APIError) as err:
+            log.warning("socket presence: could not bring this process's users back "
+                        "online (%s); the next round tries again", err.__class__.__name__)
 
     def _release(self, now):
         with self.lock:
