@@ -78,7 +78,7 @@ def client_main(args):
     actor = spec["actor"]  # this process also sends the churn and the reads
     phase = {"name": "connect"}
     samples = {}  # (phase, kind) -> [seconds]
-    failures = {}  # (phase, kind) -> count
+    failures = {}  # (phase, kind) -> {the status, or the error's name: count}
     deliveries = []  # (phase, seconds) of presence events
     views = {}  # (customer, listener) -> [version, is_online, is_busy, events received]
     duplicates = []  # (customer, listener, version) received again
@@ -91,12 +91,13 @@ def client_main(args):
         sys.stdout.write(json.dumps(fields) + "\n")
         sys.stdout.flush()
 
-    def record(kind, seconds, ok):
+    def record(kind, seconds, status):
         key = f"{phase['name']}/{kind}"
-        if ok:
+        if status == 200:
             samples.setdefault(key, []).append(seconds)
         else:
-            failures[key] = failures.get(key, 0) + 1
+            counts = failures.setdefault(key, {})
+            counts[str(status)] = counts.get(str(status), 0) + 1
 
     def call(kind, method, path, user_id, body=None):
         # A new connection each time, closed after: a phone beating every 30 s keeps none.
@@ -104,7 +105,7 @@ def client_main(args):
                                                  body)
         if conn is not None:
             conn.close()
-        record(kind, seconds, status == 200)
+        record(kind, seconds, status)
 
     def open_feed(user_id):
         """Open and greet a socket; a 503 (full, or opens shed) is followed as docs/api.md
@@ -330,8 +331,11 @@ def summarize(reports, phase_name):
     for kind in KINDS:
         key = f"{phase_name}/{kind}"
         values = [s for r in reports for s in r["samples"].get(key, [])]
-        failed = sum(r["failures"].get(key, 0) for r in reports)
-        kinds[kind] = {"count": len(values), "errors": failed,
+        why = {}
+        for report in reports:
+            for status, count in report["failures"].get(key, {}).items():
+                why[status] = why.get(status, 0) + count
+        kinds[kind] = {"count": len(values), "errors": sum(why.values()), "error_kinds": why,
                        "p50_ms": round(1000 * (percentile(values, 0.5) or 0), 1),
                        "p99_ms": round(1000 * (percentile(values, 0.99) or 0), 1)}
     delivered = [s for r in reports for p, s in r["deliveries"] if p == phase_name]
@@ -542,6 +546,13 @@ def main():
               f"{events['screens_checked']:,} screens checked at the end, "
               f"{events['screens_wrong']} wrong; sockets per process: "
               f"{result['connect'].get('per_process', [result['connect']['greeted']])}")
+        for name in ("ramp", "steady"):
+            why = {}
+            for kind in KINDS:
+                for status, count in result[name][kind]["error_kinds"].items():
+                    why[status] = why.get(status, 0) + count
+            if why:
+                print(f"  {name} errors by answer (a status, or the client's error): {why}")
     bad = [r for r in results if r["lost"] or r["problems"] or r["connect"]["lost"]
            or r["events"]["duplicates"] or r["events"]["screens_wrong"]
            or not r["events"]["screens_checked"]
