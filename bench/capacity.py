@@ -31,6 +31,7 @@ if "--client" in sys.argv:
     monkey.patch_all()
 
 import argparse  # noqa: E402
+import collections  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
@@ -96,8 +97,7 @@ def client_main(args):
         if status == 200:
             samples.setdefault(key, []).append(seconds)
         else:
-            counts = failures.setdefault(key, {})
-            counts[str(status)] = counts.get(str(status), 0) + 1
+            failures.setdefault(key, collections.Counter())[str(status)] += 1
 
     def call(kind, method, path, user_id, body=None):
         # A new connection each time, closed after: a phone beating every 30 s keeps none.
@@ -331,10 +331,8 @@ def summarize(reports, phase_name):
     for kind in KINDS:
         key = f"{phase_name}/{kind}"
         values = [s for r in reports for s in r["samples"].get(key, [])]
-        why = {}
-        for report in reports:
-            for status, count in report["failures"].get(key, {}).items():
-                why[status] = why.get(status, 0) + count
+        why = sum((collections.Counter(r["failures"].get(key, {})) for r in reports),
+                  collections.Counter())
         kinds[kind] = {"count": len(values), "errors": sum(why.values()), "error_kinds": why,
                        "p50_ms": round(1000 * (percentile(values, 0.5) or 0), 1),
                        "p99_ms": round(1000 * (percentile(values, 0.99) or 0), 1)}
@@ -547,12 +545,11 @@ def main():
               f"{events['screens_wrong']} wrong; sockets per process: "
               f"{result['connect'].get('per_process', [result['connect']['greeted']])}")
         for name in ("ramp", "steady"):
-            why = {}
-            for kind in KINDS:
-                for status, count in result[name][kind]["error_kinds"].items():
-                    why[status] = why.get(status, 0) + count
+            why = sum((collections.Counter(result[name][k]["error_kinds"]) for k in KINDS),
+                      collections.Counter())
             if why:
-                print(f"  {name} errors by answer (a status, or the client's error): {why}")
+                print(f"  {name} errors by answer (a status, or the client's error): "
+                      f"{dict(why)}")
     bad = [r for r in results if r["lost"] or r["problems"] or r["connect"]["lost"]
            or r["events"]["duplicates"] or r["events"]["screens_wrong"]
            or not r["events"]["screens_checked"]

@@ -151,9 +151,13 @@ def _write_in_transaction(user_ids, now, events, applied):
             presence.add_missing_statuses(connection, left, now)
 
 
-def _bring_online(connection, user_ids, now, events, applied):
-    for user_id, username, role, created_at, version in connection.execute(
-            _arrivals_statement(), {"ids": sorted(user_ids), "now": now}):
+def _bring_online(connection, user_ids, now, events, applied, offline_since=None):
+    """Bring the offline among user_ids online (only those taken offline at or after
+    offline_since, when given), one event each; add their ids to applied."""
+    statement, params = _arrivals_statement(), {"ids": sorted(user_ids), "now": now}
+    if offline_since is not None:
+        statement, params["since"] = _returns_statement(), offline_since
+    for user_id, username, role, created_at, version in connection.execute(statement, params):
         events.append(presence.arrival(user_id, username, role, created_at, now, version))
         applied.add(user_id)
 
@@ -192,11 +196,8 @@ def bring_back(user_ids, since, chunk=1000):
         with transaction(events) as connection:
             seen = {row[0] for row in connection.execute(
                 _beats_statement(), {"ids": part, "now": now})}
-            for user_id, username, role, created_at, version in connection.execute(
-                    _returns_statement(), {"ids": [i for i in part if i not in seen],
-                                           "now": now, "since": since}):
-                events.append(presence.arrival(user_id, username, role, created_at, now,
-                                               version))
+            _bring_online(connection, set(part) - seen, now, events, set(),
+                          offline_since=since)
         publish_committed(events)
 
 
